@@ -1,0 +1,21 @@
+"""Exceptions that defectmine raises on purpose.
+
+Every message names the file or option at fault and says how to fix it; the CLI prints them
+without a traceback.
+"""
+
+
+class DefectmineError(Exception):
+    """Base class: an error the user can act on."""
+
+
+class DataError(DefectmineError):
+    """Bad input data: missing folder, unreadable image, mask of the wrong size, empty class, ..."""
+
+
+class ConfigError(DefectmineError):
+    """An unknown option or an invalid combination of settings."""
+
+
+class NotFittedError(DefectmineError):
+    """A detector was used before `fit` (or `load`)."""
