@@ -1,0 +1,5 @@
+"""Feature extractors shared by every detector: small from-scratch CNNs and timm models."""
+
+from defectmine.backbones.factory import Backbone, build_backbone, load_weights_file, list_backbones
+
+__all__ = ["Backbone", "build_backbone", "load_weights_file", "list_backbones"]
