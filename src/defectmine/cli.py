@@ -1,0 +1,186 @@
+"""The `defectmine` command: fit, predict, evaluate, demo."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from defectmine.errors import DefectmineError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Visual inspection when defects are rare: train detectors, score images, get heatmaps and reports.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DEMO_DETECTOR_PARAMS = {"epochs": 25, "width": 16, "lr": 1e-3, "batch_size": 32}
+
+
+def _friendly_errors(func):
+    """Show our own errors as one red line (file and fix), not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DefectmineError as err:
+            err_console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _parse_params(items: list[str]) -> dict:
+    """--param key=value pairs; values are parsed as JSON when they can be (numbers, true, null)."""
+    from defectmine.errors import ConfigError
+
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--param {item!r}: expected key=value, e.g. --param epochs=10.")
+        key, value = item.split("=", 1)
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
+    """A table of the test (or val) metrics, and where the report is."""
+    part = "test" if metrics.get("test") else "val"
+    table = Table(title=f"{part} metrics (threshold: {metrics['threshold']['rule']} = {metrics['threshold']['value']:.4g})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("auroc", "auprc", "f1", "precision", "recall", "accuracy"):
+        value = metrics[part].get(key)
+        table.add_row(key, "n/a" if value is None else f"{value:.3f}")
+    for key, value in (metrics.get("test_pixel") or {}).items():
+        if isinstance(value, float):
+            table.add_row(f"pixel {key}", f"{value:.3f}")
+    timing = metrics.get("timing", {})
+    if timing.get("fit_seconds") is not None:
+        table.add_row("fit seconds", f"{timing['fit_seconds']:.1f}")
+    table.add_row("score ms/image", f"{timing.get('score_ms_per_image', float('nan')):.2f}")
+    console.print(table)
+    if run_dir is not None:
+        console.print(f"report: [bold]{Path(run_dir) / 'report.html'}[/]")
+
+
+@app.command()
+@_friendly_errors
+def fit(
+    data: str = typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv."),
+    out: Path = typer.Option(Path("runs/fit"), "--out", "-o", help="Run directory to write."),
+    detector: str = typer.Option("fcdd", help="Detector name from the registry."),
+    k: Optional[int] = typer.Option(None, "--k", help="Use the first K labelled anomalies (default: all in the training pool; 0: none)."),
+    ratio: Optional[str] = typer.Option(None, help="Positive ratio instead of K: 1/1 ... 1/128 or 'unsupervised'."),
+    backbone: str = typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ..."),
+    backbone_weights: Optional[str] = typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network)."),
+    epochs: int = typer.Option(25, help="Training epochs."),
+    image_size: int = typer.Option(128, help="Images are resized to SIZE x SIZE."),
+    channels: int = typer.Option(1, help="1 (grayscale) or 3 (RGB)."),
+    resize: str = typer.Option("stretch", help="'stretch' or 'pad' (keep aspect ratio)."),
+    threshold_rule: str = typer.Option("max_f1", help="max_f1 (on val), mean_std (val normals), or fixed."),
+    threshold_k: float = typer.Option(3.0, help="k of the mean_std rule."),
+    threshold_value: Optional[float] = typer.Option(None, help="Value of the fixed rule."),
+    seed: int = typer.Option(0, help="Training seed."),
+    split_seed: int = typer.Option(0, help="Seed of the split when the data carries none."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Extra detector option key=value (repeatable), e.g. -p lr=0.0005."),
+    skip_bad: bool = typer.Option(False, help="Skip unreadable images (and list them) instead of stopping."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Train a detector and write a run directory (config, split, model, scores, metrics, report).
+
+    Examples:
+
+      defectmine fit --data my_images/ --out runs/tiles
+
+      defectmine fit --data elpv --k 40 --epochs 25 --out runs/elpv-k40
+
+      defectmine fit --data magnetic_tile --ratio 1/16 --backbone resnet18
+    """
+    from defectmine.workflow import RunConfig, fit_run
+
+    params = {"backbone": backbone, "backbone_weights": backbone_weights, "epochs": epochs, "device": device}
+    params.update(_parse_params(param))
+    config = RunConfig(
+        data=data, detector=detector, detector_params=params, k=k, ratio=ratio, image_size=image_size,
+        channels=channels, resize=resize, split_seed=split_seed, seed=seed, threshold_rule=threshold_rule,
+        threshold_k=threshold_k, threshold_value=threshold_value, skip_bad=skip_bad, quiet=quiet,
+    )
+    result = fit_run(config, out)
+    print_metrics(result.metrics, result.run_dir)
+
+
+@app.command()
+@_friendly_errors
+def predict(
+    model: Path = typer.Option(..., "--model", "-m", help="Saved model folder (a run's model/)."),
+    data: str = typer.Option(..., "--data", "-d", help="Folder of images (any layout) or CSV manifest."),
+    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder: scores.csv and overlays/."),
+    threshold: Optional[float] = typer.Option(None, help="Decision threshold (default: the run's, when the model sits in a run)."),
+    overlays: bool = typer.Option(True, help="Write full-resolution heatmap overlays."),
+    display_quantile: float = typer.Option(0.25, help="Heatmap display range [min, q*max]."),
+    skip_bad: bool = typer.Option(False, help="Skip unreadable images (and list them)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Score a folder of images: scores.csv plus heatmap overlays.
+
+    Example: defectmine predict --model runs/tiles/model --data new_images/ --out preds/
+    """
+    from defectmine.workflow import predict_folder
+
+    path = predict_folder(model, data, out, threshold=threshold, display_quantile=display_quantile,
+                          overlays=overlays, skip_bad=skip_bad, quiet=quiet)
+    console.print(f"scores: [bold]{path}[/]")
+
+
+@app.command()
+@_friendly_errors
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory written by `defectmine fit`."),
+    threshold_rule: Optional[str] = typer.Option(None, help="Override: max_f1, mean_std or fixed."),
+    threshold_k: Optional[float] = typer.Option(None),
+    threshold_value: Optional[float] = typer.Option(None),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Re-score a run's validation and test images; rewrite metrics.json and report.html.
+
+    Example: defectmine evaluate runs/tiles --threshold-rule mean_std --threshold-k 3
+    """
+    from defectmine.workflow import evaluate_run
+
+    result = evaluate_run(run, threshold_rule=threshold_rule, threshold_k=threshold_k,
+                          threshold_value=threshold_value, quiet=quiet)
+    print_metrics(result.metrics, result.run_dir)
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory to write."),
+    epochs: int = typer.Option(DEMO_DETECTOR_PARAMS["epochs"], help="Training epochs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """FCDD on the ELPV solar cells, 40 labelled defects, fixed benchmark split (about 5 minutes on 2 CPU cores)."""
+    from defectmine.workflow import RunConfig, fit_run
+
+    console.print("[bold]defectmine demo[/]: deeper FCDD on ELPV (fixed split, K = 40 labelled defects)")
+    params = {**DEMO_DETECTOR_PARAMS, "epochs": epochs}
+    config = RunConfig(data="elpv", detector="fcdd", detector_params=params, k=40, quiet=quiet)
+    result = fit_run(config, out)
+    print_metrics(result.metrics, result.run_dir)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
