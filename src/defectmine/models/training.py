@@ -37,14 +37,11 @@ def mixed_batches(
     them is seen in every batch despite heavy imbalance), synthetic ones made from normal images, or
     half of each when both are on. With neither, batches are all normal (one-class training).
     """
-    n_anom_slots = round(batch_size * anomaly_share) if (n_anomalous or synthetic) else 0
-    n_anom_slots = min(n_anom_slots, batch_size - 1)
+    n_anom_slots = _anomalous_slots(batch_size, anomaly_share) if (n_anomalous or synthetic) else 0
     n_norm = batch_size - n_anom_slots
     order = torch.randperm(n_normal, generator=generator)
-    for start in range(0, n_normal, n_norm):
+    for start in _batch_starts(n_normal, n_norm):
         normal_idx = order[start:start + n_norm]
-        if len(normal_idx) < max(2, n_norm // 2) and start > 0:
-            break  # a tiny last batch only adds batch-norm noise
         slots = n_anom_slots
         n_synth = (slots // 2 if n_anomalous else slots) if synthetic else 0
         n_lab = slots - n_synth if n_anomalous else 0
@@ -52,9 +49,21 @@ def mixed_batches(
         yield MixedBatch(normal_idx, anomalous_idx, n_synth)
 
 
+def _anomalous_slots(batch_size: int, anomaly_share: float) -> int:
+    return min(round(batch_size * anomaly_share), batch_size - 1)
+
+
+def _batch_starts(n_normal: int, n_norm: int) -> range:
+    """Batch start offsets; a tiny last batch (under half a batch) is dropped: it only adds batch-norm
+    noise, and the shuffle differs every epoch so every image is still seen."""
+    n_full, rest = divmod(n_normal, n_norm)
+    keep_last = rest >= max(2, n_norm // 2) or n_full == 0
+    return range(0, (n_full + keep_last) * n_norm, n_norm)
+
+
 def n_batches(n_normal: int, batch_size: int, anomaly_share: float) -> int:
-    n_norm = max(1, batch_size - round(batch_size * anomaly_share))
-    return math.ceil(n_normal / n_norm)
+    """How many batches `mixed_batches` yields per epoch."""
+    return len(_batch_starts(n_normal, batch_size - _anomalous_slots(batch_size, anomaly_share)))
 
 
 class BestState:
