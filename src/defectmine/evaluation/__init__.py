@@ -1,0 +1,33 @@
+"""Evaluation: thresholds chosen on validation data, image and pixel metrics, multi-run aggregation.
+
+Detectors produce scores; everything that turns scores into decisions and numbers lives here.
+"""
+
+from defectmine.evaluation.aggregate import aggregate, format_mean_std
+from defectmine.evaluation.metrics import UndefinedMetricWarning, image_metrics, pr_points, roc_points
+from defectmine.evaluation.pixel import pixel_metrics, pixel_threshold_max_dice
+from defectmine.evaluation.thresholds import (
+    THRESHOLD_RULES,
+    Threshold,
+    choose_threshold,
+    fixed_threshold,
+    max_f1_threshold,
+    mean_std_threshold,
+)
+
+__all__ = [
+    "THRESHOLD_RULES",
+    "Threshold",
+    "UndefinedMetricWarning",
+    "aggregate",
+    "choose_threshold",
+    "fixed_threshold",
+    "format_mean_std",
+    "image_metrics",
+    "max_f1_threshold",
+    "mean_std_threshold",
+    "pixel_metrics",
+    "pixel_threshold_max_dice",
+    "pr_points",
+    "roc_points",
+]
