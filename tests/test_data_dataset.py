@@ -133,7 +133,7 @@ def test_skip_bad_lists_and_drops(records, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="defectmine.data.dataset"):
         ds = ImageDataset(records, SPEC, skip_bad=True)
     assert len(ds) == 30 and [p for p, _ in ds.skipped] == [truncated, fake]
-    assert all(reason for _, reason in ds.skipped)
+    assert [reason for _, reason in ds.skipped] == ["image file is truncated", "not an image file or an unsupported format"]
     assert truncated not in [r.path for r in ds.records]
     assert str(truncated) in caplog.text and str(fake) in caplog.text
     assert ds.raw_images().shape[0] == 30 and ds.masks().shape[0] == 30
@@ -162,12 +162,13 @@ def test_mask_of_wrong_size_names_both_files_and_sizes(records):
         ImageDataset(records, SPEC)
     message = str(e.value)
     assert str(anomalous.mask) in message and str(anomalous.path) in message
-    assert "30x20" in message and "32x32" in message
+    assert f"image is 32x32 (WxH) but its mask {anomalous.mask} is 30x20" in message
+    assert "a mask must have the size of its image" in message
 
 
 def test_unreadable_mask(records):
     records[-1].mask.write_text("junk")
-    with pytest.raises(DataError, match="cannot read mask"):
+    with pytest.raises(DataError, match="cannot read its mask"):
         ImageDataset(records, SPEC)
 
 

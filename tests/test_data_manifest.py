@@ -88,6 +88,12 @@ def test_duplicate_path_names_both_rows(synthetic_folder):
         read_manifest(csv_path)
 
 
+def test_wrong_root_is_suggested(records, synthetic_folder, tmp_path):
+    csv_path = write_manifest(records, synthetic_folder / "m.csv")
+    with pytest.raises(DataError, match="40 problem.*[\\s\\S]*root folder is probably wrong"):
+        read_manifest(csv_path, root=tmp_path)
+
+
 def test_blank_lines_and_bom_are_tolerated(synthetic_folder):
     path = synthetic_folder / "m.csv"
     path.write_bytes("\ufeffpath,label\n\nnormal/normal_000.png,normal\n".encode("utf-8"))

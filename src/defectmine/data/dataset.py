@@ -70,11 +70,12 @@ class ImageDataset(Dataset):
         images, masks, problems = _decode(records, spec, quiet=quiet)
         if problems:
             bad_rows = sorted({i for i, _, _ in problems})
-            lines = [text for _, _, text in problems]
+            lines = [f"{path}: {reason}" for _, path, reason in problems]
             if not skip_bad:
+                mask_hint = " (a mask must have the size of its image)" if any("but its mask" in r for *_, r in problems) else ""
                 raise DataError(
                     f"{len(bad_rows)} of {len(records)} image(s) could not be loaded:\n{listing(lines)}\n"
-                    "Fix: replace or remove these files, or pass --skip-bad (skip_bad=True) to skip them."
+                    f"Fix: replace or remove these files{mask_hint}, or pass --skip-bad (skip_bad=True) to skip them."
                 )
             if len(bad_rows) == len(records):
                 raise DataError(
@@ -156,7 +157,7 @@ class ImageDataset(Dataset):
         i = range(len(self.records))[i]  # IndexError and negative indices, like a list
         row = i if self._rows is None else int(self._rows[i])
         record = self.records[i]
-        raw = self._images[row]
+        raw = self._images[row].clone()  # callers may augment in place; the cache must stay intact
         return {
             "image": normalise(raw, self.spec),
             "raw": raw,
@@ -231,7 +232,7 @@ def _size(shape: tuple[int, ...]) -> str:
 
 def _decode(records: list[Record], spec: ImageSpec, *, quiet: bool) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Decode all records into caches; returns (images, masks, problems) with problems as
-    (row, image path, message) for every record that failed, so they can all be reported at once."""
+    (row, image path, reason) for every record that failed, so they can all be reported at once."""
     images = torch.zeros((len(records), spec.channels, *spec.size), dtype=torch.uint8)
     masks = torch.zeros((len(records), *spec.size), dtype=torch.bool)
     problems: list[tuple[int, Path, str]] = []
@@ -240,21 +241,20 @@ def _decode(records: list[Record], spec: ImageSpec, *, quiet: bool) -> tuple[tor
         try:
             pixels = read_image(record.path)
         except UnreadableFileError as e:
-            problems.append((i, record.path, f"{e.path}: {e.reason}"))
+            problems.append((i, record.path, e.reason))
             continue
         if record.mask is not None:
             try:
                 mask = read_mask(record.mask)
             except UnreadableFileError as e:
-                problems.append((i, record.path, f"{e.path}: cannot read mask ({e.reason})"))
+                problems.append((i, record.path, f"cannot read its mask {record.mask} ({e.reason})"))
                 continue
             if mask.shape != pixels.shape[:2]:
                 problems.append(
                     (
                         i,
                         record.path,
-                        f"{record.mask}: mask is {_size(mask.shape)} (WxH) but its image {record.path} is "
-                        f"{_size(pixels.shape)}; a mask must have its image's size",
+                        f"image is {_size(pixels.shape)} (WxH) but its mask {record.mask} is {_size(mask.shape)}",
                     )
                 )
                 continue

@@ -78,8 +78,11 @@ def read_manifest(csv_path: Path | str, root: Path | str | None = None) -> list[
         first_line[key] = line
         records.append(record)
     if problems:
+        n_rows = sum(1 for _, row in rows[1:] if any(cell.strip() for cell in row))
+        none_found = sum("file not found" in p for p in problems) == n_rows
+        hint = f"No listed image exists under {root}: the root folder is probably wrong.\n" if none_found else ""
         raise DataError(
-            f"{csv_path}: {len(problems)} problem(s) (paths are relative to {root}):\n{listing(problems)}\n"
+            f"{csv_path}: {len(problems)} problem(s) (paths are relative to {root}):\n{listing(problems)}\n{hint}"
             f"Fix: correct these rows of {csv_path}, or pass the right root folder for its paths."
         )
     return records
