@@ -62,7 +62,9 @@ class ImageDataset(Dataset):
     1 anomalous), mask (float32 H×W), has_mask (bool), index (position in this dataset).
     """
 
-    def __init__(self, records: Sequence[Record], spec: ImageSpec, *, skip_bad: bool = False, quiet: bool = True) -> None:
+    def __init__(
+        self, records: Sequence[Record], spec: ImageSpec, *, skip_bad: bool = False, quiet: bool = True
+    ) -> None:
         records = list(records)
         check_records(records)
         self.spec = spec
@@ -72,7 +74,8 @@ class ImageDataset(Dataset):
             bad_rows = sorted({i for i, _, _ in problems})
             lines = [f"{path}: {reason}" for _, path, reason in problems]
             if not skip_bad:
-                mask_hint = " (a mask must have the size of its image)" if any("but its mask" in r for *_, r in problems) else ""
+                size_problem = any("but its mask" in reason for *_, reason in problems)
+                mask_hint = " (a mask must have the size of its image)" if size_problem else ""
                 raise DataError(
                     f"{len(bad_rows)} of {len(records)} image(s) could not be loaded:\n{listing(lines)}\n"
                     f"Fix: replace or remove these files{mask_hint}, or pass --skip-bad (skip_bad=True) to skip them."

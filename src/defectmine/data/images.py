@@ -52,7 +52,8 @@ class ImageSpec:
                     f"{name}={ImageSpec.__dataclass_fields__[name].default!r}."
                 ) from None
         size = self.size
-        if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size):
+        positive_ints = all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size)
+        if len(size) != 2 or not positive_ints:
             raise ConfigError(
                 f"ImageSpec.size={size!r} is invalid. Fix: pass (height, width) as two positive integers, "
                 "e.g. size=(224, 224)."
@@ -193,7 +194,9 @@ def to_gray(pixels: np.ndarray) -> np.ndarray:
         return pixels[:, :, 0]
     if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
         return cv2.cvtColor(np.ascontiguousarray(pixels[:, :, :3]), cv2.COLOR_RGB2GRAY)
-    raise DataError(f"pixel array of shape {pixels.shape} is neither HxW nor HxWx3. Fix: pass a grayscale or RGB image.")
+    raise DataError(
+        f"pixel array of shape {pixels.shape} is neither HxW nor HxWx3. Fix: pass a grayscale or RGB image."
+    )
 
 
 def read_mask(path: Path | str, threshold: int = 127) -> np.ndarray:
@@ -260,7 +263,9 @@ def prepare_mask(mask: np.ndarray, spec: ImageSpec) -> np.ndarray:
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise DataError(f"prepare_mask got an array of shape {mask.shape}. Fix: pass a HxW mask, e.g. from read_mask().")
+        raise DataError(
+            f"prepare_mask got an array of shape {mask.shape}. Fix: pass a HxW mask, e.g. from read_mask()."
+        )
     height, width = mask.shape
     new_h, new_w, top, left = _geometry(height, width, spec)
     m = mask.astype(np.uint8)

@@ -49,12 +49,15 @@ def read_manifest(csv_path: Path | str, root: Path | str | None = None) -> list[
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise DataError(
-            f"{csv_path}, line 1 (header): missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}. "
+            f"{csv_path}, line 1 (header): missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(columns) or 'none'}. "
             "Fix: the header must name at least 'path' and 'label' (optional: split, defect_class, mask)."
         )
     repeated = sorted({c for c in columns if c and columns.count(c) > 1})
     if repeated:
-        raise DataError(f"{csv_path}, line 1 (header): column(s) {', '.join(repeated)} appear twice. Fix: keep one of each.")
+        raise DataError(
+            f"{csv_path}, line 1 (header): column(s) {', '.join(repeated)} appear twice. Fix: keep one of each."
+        )
     extra = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and c]
 
     records: list[Record] = []
@@ -64,7 +67,9 @@ def read_manifest(csv_path: Path | str, root: Path | str | None = None) -> list[
         if not any(cell.strip() for cell in row):
             continue
         if len(row) > len(columns):
-            problems.append(f"line {line}: {len(row)} fields but the header has {len(columns)} (quote values with commas)")
+            problems.append(
+                f"line {line}: {len(row)} fields but the header has {len(columns)} (quote values with commas)"
+            )
             continue
         values = {c: v.strip() for c, v in zip(columns, row + [""] * (len(columns) - len(row)))}
         record, row_problems = _row_record(values, extra, root)
@@ -73,7 +78,9 @@ def read_manifest(csv_path: Path | str, root: Path | str | None = None) -> list[
             continue
         key = Path(os.path.normpath(record.path))
         if key in first_line:
-            problems.append(f"line {line}: path {values['path']} already listed on line {first_line[key]} (list each image once)")
+            problems.append(
+                f"line {line}: path {values['path']} already listed on line {first_line[key]} (list each image once)"
+            )
             continue
         first_line[key] = line
         records.append(record)

@@ -223,7 +223,9 @@ def take_k(split: Split, k: int) -> Split:
             f"take_k: asked for {k} anomalous training images but the split reserves only {available}. "
             f"Fix: pass k <= {available}, or make a split with more (make_split(n_train_anomalous=...))."
         )
-    return Split(train=list(split.train), train_anomalous=split.train_anomalous[:k], val=list(split.val), test=list(split.test))
+    return Split(
+        train=list(split.train), train_anomalous=split.train_anomalous[:k], val=list(split.val), test=list(split.test)
+    )
 
 
 _FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*[/:]\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*$", re.I)
