@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from defectmine.errors import DefectmineError
@@ -32,7 +33,8 @@ def _friendly_errors(func):
         try:
             return func(*args, **kwargs)
         except DefectmineError as err:
-            err_console.print(f"[bold red]error:[/] {err}")
+            # soft_wrap: paths in messages must stay whole (copyable); escape: they may hold [brackets]
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
             raise typer.Exit(code=2) from None
 
     return wrapper

@@ -1,0 +1,33 @@
+"""Shared helpers of the benchmark scripts: machine description and BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+
+def machine_description() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def replace_section(path: Path, key: str, heading: str, body: str) -> None:
+    """Write `body` between <!-- key:start --> and <!-- key:end --> in `path` (appending if absent)."""
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    block = f"{start}\n## {heading}\n\n{body}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery number here is written by a script in `benchmarks/`.\n"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

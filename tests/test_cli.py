@@ -1,0 +1,112 @@
+"""End-to-end: the CLI on a tiny synthetic folder, and bad input giving one clear line."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from defectmine.cli import app
+
+runner = CliRunner()
+FAST = ["--image-size", "32", "--epochs", "4", "-p", "width=8", "-p", "batch_size=16", "--quiet"]
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    from defectmine.data import write_synthetic_folder
+
+    root = tmp_path_factory.mktemp("cli")
+    data = write_synthetic_folder(root / "data", n_normal=30, n_anomalous=12, size=32)
+    result = _invoke("fit", "--data", data, "--out", root / "run", "--device", "cpu", *FAST)
+    assert result.exit_code == 0, result.output
+    return root, data, result
+
+
+def test_fit_writes_a_complete_run_directory(fitted_run):
+    root, _, result = fitted_run
+    run = root / "run"
+    for name in ("config.json", "split.csv", "metrics.json", "scores.csv", "report.html",
+                 "model/config.json", "model/model.safetensors"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["threshold"]["rule"] == "max_f1"
+    assert 0.0 <= metrics["test"]["auroc"] <= 1.0
+    assert "pixel_auroc" in metrics["test_pixel"]  # the synthetic folder has masks
+    config = json.loads((run / "config.json").read_text())
+    assert config["environment"]["torch"] and config["run"]["data"].endswith("data")
+    assert "auroc" in result.output and "report.html" in result.output
+    html = (run / "report.html").read_text()
+    assert "<img" in html and "max_f1" in html
+
+
+def test_split_file_keeps_test_apart_and_threshold_comes_from_val(fitted_run):
+    root, _, _ = fitted_run
+    with open(root / "run" / "split.csv") as f:
+        rows = list(csv.DictReader(f))
+    splits = {r["split"] for r in rows}
+    assert splits >= {"train", "val", "test"}
+    assert len({r["path"] for r in rows}) == len(rows)
+
+
+def test_predict_writes_scores_and_full_resolution_overlays(fitted_run, tmp_path):
+    root, _, _ = fitted_run
+    images = tmp_path / "new"
+    images.mkdir()
+    Image.new("L", (48, 40), 120).save(images / "a.png")
+    Image.new("RGB", (20, 30), (10, 200, 30)).save(images / "b.jpg")
+    result = _invoke("predict", "--model", root / "run" / "model", "--data", images, "--out", tmp_path / "preds", "-q")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "preds" / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"].split("/")[-1] for r in rows] == ["a.png", "b.jpg"]
+    assert all(r["predicted"] in ("normal", "anomalous") for r in rows)  # the run's threshold is used
+    overlay = Image.open(tmp_path / "preds" / rows[0]["overlay"])
+    assert overlay.size == (48, 40)  # full resolution of the original image
+
+
+def test_evaluate_with_another_threshold_rule(fitted_run):
+    root, _, _ = fitted_run
+    result = _invoke("evaluate", root / "run", "--threshold-rule", "mean_std", "--threshold-k", "2", "-q")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    assert metrics["threshold"]["rule"] == "mean_std" and metrics["threshold"]["params"]["k"] == 2
+    assert metrics["timing"]["fit_seconds"] > 0  # kept from the fit
+
+
+def test_missing_folder_is_one_clear_line(tmp_path):
+    result = _invoke("fit", "--data", tmp_path / "nowhere", "--out", tmp_path / "run", *FAST)
+    assert result.exit_code == 2
+    assert "nowhere" in result.output and "Traceback" not in result.output
+
+
+def test_corrupt_image_is_named_and_skip_bad_goes_on(tmp_path):
+    from defectmine.data import write_synthetic_folder
+
+    data = write_synthetic_folder(tmp_path / "data", n_normal=30, n_anomalous=12, size=32)
+    bad = data / "normal" / "zz_corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    result = _invoke("fit", "--data", data, "--out", tmp_path / "run", "--device", "cpu", *FAST)
+    assert result.exit_code == 2 and "zz_corrupt.png" in result.output and "--skip-bad" in result.output
+    result = _invoke("fit", "--data", data, "--out", tmp_path / "run", "--device", "cpu", "--skip-bad", *FAST)
+    assert result.exit_code == 0, result.output
+
+
+def test_unknown_detector_and_bad_param(tmp_path):
+    from defectmine.data import write_synthetic_folder
+
+    data = write_synthetic_folder(tmp_path / "data")
+    result = _invoke("fit", "--data", data, "--detector", "nope", "--out", tmp_path / "r", *FAST)
+    assert result.exit_code == 2 and "unknown detector 'nope'" in result.output
+    result = _invoke("fit", "--data", data, "--out", tmp_path / "r", "-p", "colour=blue", *FAST)
+    assert result.exit_code == 2 and "colour" in result.output
+
+
+def test_help_shows_examples():
+    result = _invoke("fit", "--help")
+    assert result.exit_code == 0 and "defectmine fit --data" in result.output
