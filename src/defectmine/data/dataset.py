@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from defectmine.errors import DataError
 from defectmine.data._messages import listing
-from defectmine.data._progress import progress
+from defectmine.progress import track
 from defectmine.data.images import (
     ImageSpec,
     UnreadableFileError,
@@ -239,7 +239,7 @@ def _decode(records: list[Record], spec: ImageSpec, *, quiet: bool) -> tuple[tor
     images = torch.zeros((len(records), spec.channels, *spec.size), dtype=torch.uint8)
     masks = torch.zeros((len(records), *spec.size), dtype=torch.bool)
     problems: list[tuple[int, Path, str]] = []
-    items = progress(enumerate(records), "decoding images", total=len(records), quiet=quiet)
+    items = track(enumerate(records), "decoding images", total=len(records), quiet=quiet)
     for i, record in items:
         try:
             pixels = read_image(record.path)

@@ -176,6 +176,6 @@ class Detector(ABC):
         detector.spec_ = ImageSpec.from_dict(document["spec"])
         network = detector._build_network(detector.spec_)
         network.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-        detector.network_ = network.to(detector.device).eval()
+        detector.network_ = network.to(detector.device, memory_format=torch.channels_last).eval()
         detector._set_extra_state(document.get("state", {}))
         return detector

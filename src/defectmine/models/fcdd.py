@@ -99,7 +99,8 @@ class FCDD(Detector):
         seed_everything(cfg.seed)
         device = self.device
         self.spec_ = normal.spec
-        network = self._build_network(normal.spec).to(device)
+        # channels_last: about 2x faster convolutions on CPU (oneDNN) for these small networks
+        network = self._build_network(normal.spec).to(device, memory_format=torch.channels_last)
         self.network_ = network
 
         normal_px = normal.raw_images().to(device)
@@ -124,7 +125,7 @@ class FCDD(Detector):
                 labels[len(parts[0]):] = 1.0
                 if cfg.augment:
                     pixels = random_flips(pixels, generator)
-                yield normalise(pixels, self.spec_), labels
+                yield normalise(pixels, self.spec_).contiguous(memory_format=torch.channels_last), labels
 
         def loss_fn(model, batch):
             images, labels = batch
@@ -166,6 +167,7 @@ class FCDD(Detector):
         image_scores, all_maps = [], []
         for start in range(0, len(pixels), self.config.score_batch_size):
             batch = normalise(pixels[start:start + self.config.score_batch_size].to(device), self.spec_)
+            batch = batch.contiguous(memory_format=torch.channels_last)
             heat = network(batch)
             image_scores.append(heat.flatten(1).mean(dim=1).cpu())
             if maps:
