@@ -131,9 +131,17 @@ class PreparedData:
 
 
 def prepare_data(config: RunConfig, records: list[Record] | None = None) -> PreparedData:
+    """Records -> split -> the training anomalies the config asks for -> decoded datasets."""
     records = load_records(config.data) if records is None else records
     split = split_records(records, config)
-    anomalies = training_anomalies(split, config)
+    return build_datasets(split, training_anomalies(split, config), config)
+
+
+def build_datasets(split: Split, anomalies: list[Record], config: RunConfig) -> PreparedData:
+    """Decode the split's images once: normal training images, `anomalies`, val and test.
+
+    Sweeps call this with the whole anomaly pool and take subsets of it per point.
+    """
     spec, kwargs = config.spec, {"skip_bad": config.skip_bad, "quiet": config.quiet}
     if not split.val:
         raise DataError(f"{config.data}: the split has no validation images; thresholds need them.")
@@ -188,6 +196,28 @@ def environment() -> dict:
 
 
 # -- runs --------------------------------------------------------------------------------------
+def create_detector(config: RunConfig) -> Detector:
+    """A new, unfitted detector of the configured registry name, seed and parameters."""
+    params = {"seed": config.seed, "quiet": config.quiet, **config.detector_params}
+    return create(config.detector, **params)
+
+
+def fit_detector(detector: Detector, data: PreparedData) -> float:
+    """Fit on the prepared normal (and anomalous) images, selecting on val; returns the seconds taken."""
+    started = time.perf_counter()
+    detector.fit(data.normal, data.anomalous, val=data.val)
+    return time.perf_counter() - started
+
+
+def score_sets(detector: Detector, val: ImageDataset, test: ImageDataset) -> tuple[Scores, Scores, float]:
+    """Scores of the val and test images, and the scoring time in milliseconds per image."""
+    started = time.perf_counter()
+    val_scores = detector.score(val)
+    test_scores = detector.score(test) if len(test) else Scores(np.zeros(0))
+    score_ms = 1000 * (time.perf_counter() - started) / max(len(val) + len(test), 1)
+    return val_scores, test_scores, score_ms
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -200,14 +230,11 @@ def fit_run(config: RunConfig, run_dir: Path, *, records: list[Record] | None = 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, records)
-    params = {"seed": config.seed, "quiet": config.quiet, **config.detector_params}
-    detector = create(config.detector, **params)
+    detector = create_detector(config)
     (run_dir / RUN_CONFIG).write_text(json.dumps(_run_document(config, detector), indent=2))
     write_manifest(data.split.to_records(), run_dir / SPLIT_FILE, root=None)
 
-    started = time.perf_counter()
-    detector.fit(data.normal, data.anomalous, val=data.val)
-    fit_seconds = time.perf_counter() - started
+    fit_seconds = fit_detector(detector, data)
     detector.save(run_dir / MODEL_DIR)
     metrics = score_and_report(config, detector, data.val, data.test, run_dir)
     metrics["timing"]["fit_seconds"] = fit_seconds
@@ -247,11 +274,7 @@ def evaluate_run(run_dir: Path, *, threshold_rule: str | None = None, threshold_
 
 
 def score_and_report(config: RunConfig, detector: Detector, val: ImageDataset, test: ImageDataset, run_dir: Path) -> dict:
-    started = time.perf_counter()
-    val_scores = detector.score(val)
-    test_scores = detector.score(test) if len(test) else Scores(np.zeros(0))
-    n_scored = len(val) + len(test)
-    score_ms = 1000 * (time.perf_counter() - started) / max(n_scored, 1)
+    val_scores, test_scores, score_ms = score_sets(detector, val, test)
     metrics = evaluate_scores(config, val, val_scores, test, test_scores)
     metrics["timing"] = {"score_ms_per_image": score_ms}
     metrics["environment"] = environment()
