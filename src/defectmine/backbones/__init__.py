@@ -1,4 +1,4 @@
-"""Feature extractors shared by every detector: small from-scratch CNNs and timm models."""
+"""Feature extractors shared by every detector: a small from-scratch CNN, a small ViT, and timm models."""
 
 from defectmine.backbones.factory import Backbone, build_backbone, load_weights_file, list_backbones
 

@@ -1,7 +1,8 @@
 """One place that builds feature extractors.
 
-`build_backbone("cnn")` gives our small from-scratch CNN; any other name is a timm model truncated at
-the stage whose output stride is closest to the one asked for. Weights are never downloaded unless the
+`build_backbone("cnn")` gives our small from-scratch CNN, `build_backbone("vit_tiny")` a small ViT whose
+patch-token grid is the feature map (see vit.py); any other name is a timm model truncated at the stage
+whose output stride is closest to the one asked for. Weights are never downloaded unless the
 caller asks for them with ``weights="pretrained"``; a local file (safetensors or a torch state dict,
 e.g. our own self-supervised checkpoint) can be given instead.
 """
@@ -15,9 +16,13 @@ import torch
 from torch import nn
 
 from defectmine.backbones.small_cnn import SmallCNN
+from defectmine.backbones.vit import VIT_CHANNELS_PER_WIDTH, GridViT
 from defectmine.errors import ConfigError
 
 SMALL_CNN = "cnn"
+GRID_VIT = "vit_tiny"
+# Our own architectures: built here, no published weights (local files, e.g. from `defectmine pretrain`).
+OWN_BACKBONES = (SMALL_CNN, GRID_VIT)
 # Suggestions shown in errors and --help; any timm model with features_only support works.
 SUGGESTED_TIMM = ("resnet18", "resnet34", "resnet101", "vgg16", "inception_v3", "efficientnet_b0")
 
@@ -43,7 +48,7 @@ class _TimmStage(nn.Module):
 
 
 def list_backbones() -> list[str]:
-    return [SMALL_CNN, *SUGGESTED_TIMM]
+    return [*OWN_BACKBONES, *SUGGESTED_TIMM]
 
 
 def build_backbone(
@@ -57,20 +62,24 @@ def build_backbone(
     """Build a backbone by name.
 
     Args:
-        name: ``"cnn"`` (small from-scratch CNN) or a timm model name (``"resnet18"``, ``"vgg16"``, ...).
+        name: ``"cnn"`` (small from-scratch CNN), ``"vit_tiny"`` (small ViT, patch size = stride, token grid
+            as feature map) or a timm model name (``"resnet18"``, ``"vgg16"``, ...).
         in_chans: number of input channels (1 for grayscale, 3 for RGB).
         stride: wanted output stride (the feature map is input_size / stride); timm models are cut at
             the stage with the nearest stride, which is what ``Backbone.stride`` reports.
-        width: base channel count of the small CNN (ignored for timm models).
+        width: base channel count of the small CNN; the ViT's embedding is 8 * width (ignored for timm models).
         weights: ``None`` (random init), ``"pretrained"`` (timm's published weights; needs network),
             or a path to a local weights file (safetensors or torch state dict).
     """
     if stride < 1 or stride & (stride - 1):
         raise ConfigError(f"stride={stride}: must be a power of two (e.g. 8 or 16).")
-    if name == SMALL_CNN:
+    if name in OWN_BACKBONES:
         if weights == "pretrained":
-            raise ConfigError("backbone 'cnn' has no published weights: pass a local weights file or none.")
-        net = SmallCNN(in_chans=in_chans, width=width, n_pools=stride.bit_length() - 1)
+            raise ConfigError(f"backbone {name!r} has no published weights: pass a local weights file or none.")
+        if name == SMALL_CNN:
+            net = SmallCNN(in_chans=in_chans, width=width, n_pools=stride.bit_length() - 1)
+        else:
+            net = GridViT(in_chans=in_chans, dim=VIT_CHANNELS_PER_WIDTH * width, patch=stride)
         backbone = Backbone(net, net.out_channels, net.stride)
     else:
         backbone = _build_timm(name, in_chans, stride, pretrained=weights == "pretrained")
@@ -84,7 +93,7 @@ def _build_timm(name: str, in_chans: int, stride: int, pretrained: bool) -> Back
 
     if not timm.is_model(name):
         raise ConfigError(
-            f"unknown backbone {name!r}: use 'cnn' or a timm model name such as {', '.join(SUGGESTED_TIMM)}."
+            f"unknown backbone {name!r}: use 'cnn', 'vit_tiny' or a timm model name such as {', '.join(SUGGESTED_TIMM)}."
         )
     try:
         probe = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans)
