@@ -1,9 +1,11 @@
-"""The `defectmine` command: fit, predict, evaluate, demo."""
+"""The `defectmine` command: fit, sweep, predict, evaluate, demo."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
@@ -77,29 +79,93 @@ def print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
         console.print(f"report: [bold]{Path(run_dir) / 'report.html'}[/]")
 
 
+@dataclass
+class ModelOptions:
+    """The options `fit` and `sweep` share (data, detector and its parameters, images, threshold); one
+    list, so that both commands offer the same model options with the same defaults and help."""
+
+    data: str
+    detector: str
+    backbone: str
+    backbone_weights: Optional[str]
+    epochs: int
+    image_size: int
+    channels: int
+    resize: str
+    threshold_rule: str
+    threshold_k: float
+    threshold_value: Optional[float]
+    split_seed: int
+    device: str
+    param: list[str]
+    skip_bad: bool
+    quiet: bool
+
+    def run_config(self, **run):
+        """A RunConfig from these options; `run` adds the command's own fields (k, ratio, seed)."""
+        from defectmine.workflow import RunConfig
+
+        params = {"backbone": self.backbone, "backbone_weights": self.backbone_weights, "epochs": self.epochs,
+                  "device": self.device}
+        params.update(_parse_params(self.param))
+        return RunConfig(
+            data=self.data, detector=self.detector, detector_params=params, image_size=self.image_size,
+            channels=self.channels, resize=self.resize, split_seed=self.split_seed, threshold_rule=self.threshold_rule,
+            threshold_k=self.threshold_k, threshold_value=self.threshold_value, skip_bad=self.skip_bad,
+            quiet=self.quiet, **run,
+        )
+
+
+_MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
+    "data": (str, typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv.")),
+    "detector": (str, typer.Option("fcdd", help="Detector name from the registry.")),
+    "backbone": (str, typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ...")),
+    "backbone_weights": (Optional[str], typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network).")),
+    "epochs": (int, typer.Option(25, help="Training epochs.")),
+    "image_size": (int, typer.Option(128, help="Images are resized to SIZE x SIZE.")),
+    "channels": (int, typer.Option(1, help="1 (grayscale) or 3 (RGB).")),
+    "resize": (str, typer.Option("stretch", help="'stretch' or 'pad' (keep aspect ratio).")),
+    "threshold_rule": (str, typer.Option("max_f1", help="max_f1 (on val), mean_std (val normals), or fixed.")),
+    "threshold_k": (float, typer.Option(3.0, help="k of the mean_std rule.")),
+    "threshold_value": (Optional[float], typer.Option(None, help="Value of the fixed rule.")),
+    "split_seed": (int, typer.Option(0, help="Seed of the split when the data carries none.")),
+    "device": (str, typer.Option("auto", help="auto (CUDA when present), cpu or cuda.")),
+    "param": (list[str], typer.Option([], "--param", "-p", help="Extra detector option key=value (repeatable), e.g. -p lr=0.0005.")),
+    "skip_bad": (bool, typer.Option(False, help="Skip unreadable images (and list them) instead of stopping.")),
+    "quiet": (bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
+}  # fmt: skip
+assert list(_MODEL_OPTIONS) == [f.name for f in fields(ModelOptions)]
+
+
+def _with_model_options(func):
+    """Give a command the shared model options: its `options: ModelOptions` parameter is replaced, in
+    the command line, by one option per field, and the command receives them gathered."""
+    signature = inspect.signature(func, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "options"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+              for name, (kind, option) in _MODEL_OPTIONS.items()]
+    keyword_own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs):
+        options = ModelOptions(**{name: kwargs.pop(name) for name in _MODEL_OPTIONS})
+        return func(options=options, **kwargs)
+
+    # data first (as before), then the command's own options, then the shared model options
+    wrapper.__signature__ = signature.replace(parameters=shared[:1] + keyword_own + shared[1:])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
+
+
 @app.command()
 @_friendly_errors
+@_with_model_options
 def fit(
-    data: str = typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv."),
+    options: ModelOptions,
     out: Path = typer.Option(Path("runs/fit"), "--out", "-o", help="Run directory to write."),
-    detector: str = typer.Option("fcdd", help="Detector name from the registry."),
     k: Optional[int] = typer.Option(None, "--k", help="Use the first K labelled anomalies (default: all in the training pool; 0: none)."),
     ratio: Optional[str] = typer.Option(None, help="Positive ratio instead of K: 1/1 ... 1/128 or 'unsupervised'."),
-    backbone: str = typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ..."),
-    backbone_weights: Optional[str] = typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network)."),
-    epochs: int = typer.Option(25, help="Training epochs."),
-    image_size: int = typer.Option(128, help="Images are resized to SIZE x SIZE."),
-    channels: int = typer.Option(1, help="1 (grayscale) or 3 (RGB)."),
-    resize: str = typer.Option("stretch", help="'stretch' or 'pad' (keep aspect ratio)."),
-    threshold_rule: str = typer.Option("max_f1", help="max_f1 (on val), mean_std (val normals), or fixed."),
-    threshold_k: float = typer.Option(3.0, help="k of the mean_std rule."),
-    threshold_value: Optional[float] = typer.Option(None, help="Value of the fixed rule."),
     seed: int = typer.Option(0, help="Training seed."),
-    split_seed: int = typer.Option(0, help="Seed of the split when the data carries none."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    param: list[str] = typer.Option([], "--param", "-p", help="Extra detector option key=value (repeatable), e.g. -p lr=0.0005."),
-    skip_bad: bool = typer.Option(False, help="Skip unreadable images (and list them) instead of stopping."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Train a detector and write a run directory (config, split, model, scores, metrics, report).
 
@@ -111,17 +177,82 @@ def fit(
 
       defectmine fit --data magnetic_tile --ratio 1/16 --backbone resnet18
     """
-    from defectmine.workflow import RunConfig, fit_run
+    from defectmine.workflow import fit_run
 
-    params = {"backbone": backbone, "backbone_weights": backbone_weights, "epochs": epochs, "device": device}
-    params.update(_parse_params(param))
-    config = RunConfig(
-        data=data, detector=detector, detector_params=params, k=k, ratio=ratio, image_size=image_size,
-        channels=channels, resize=resize, split_seed=split_seed, seed=seed, threshold_rule=threshold_rule,
-        threshold_k=threshold_k, threshold_value=threshold_value, skip_bad=skip_bad, quiet=quiet,
-    )
-    result = fit_run(config, out)
+    result = fit_run(options.run_config(k=k, ratio=ratio, seed=seed), out)
     print_metrics(result.metrics, result.run_dir)
+
+
+def _split_list(text: str | None, option: str, cast=str) -> list | None:
+    """A comma-separated option value as a list (None when the option is absent)."""
+    from defectmine.errors import ConfigError
+
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [cast(item) for item in items]
+    except ValueError:
+        bad = next(item for item in items if not _castable(item, cast))
+        raise ConfigError(f"{option}: {bad!r} is not a whole number; pass a comma-separated list such as "
+                          f"{option} {'0,1,2' if option == '--seeds' else '1,2,5,10,20,40,80'}.") from None
+
+
+def _castable(item: str, cast) -> bool:
+    try:
+        cast(item)
+    except ValueError:
+        return False
+    return True
+
+
+def print_sweep(result) -> None:
+    """The sweep's summary table, its recommendation and where its files are."""
+    from defectmine.evaluation.sweep import display_rows
+
+    rows = display_rows(result.summary)
+    table = Table(title=f"mining sweep ({len(result.rows)} fits; test metrics, mean ± std over seeds)")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("point", "phase") else "right")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    console.print(f"[bold]recommendation:[/] {escape(result.recommendation)}", soft_wrap=True)
+    console.print(f"report: [bold]{result.files['report']}[/]")
+
+
+@app.command()
+@_friendly_errors
+@_with_model_options
+def sweep(
+    options: ModelOptions,
+    ratios: Optional[str] = typer.Option(None, help="Positive ratios, comma-separated (deeper-FCDD protocol): 1/1,1/2,...,1/128,unsupervised."),
+    ks: Optional[str] = typer.Option(None, "--ks", help="Instead of ratios: numbers of labelled anomalies, comma-separated, e.g. 1,2,5,10,20,40,80."),
+    seeds: str = typer.Option("0", help="Training seeds, comma-separated; every point is fitted once per seed."),
+    out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", help="Folder for sweep_rows.csv, sweep.csv, sweep.json, sweep.png, report.html."),
+    tolerance: float = typer.Option(0.01, help="AUROC gain per doubling of anomalies below which collecting more is over-mining."),
+    resume: bool = typer.Option(False, help="Keep the finished fits of an interrupted sweep in --out (same settings) and run the rest."),
+):
+    """Damage-mining sweep: fit at several numbers of labelled anomalies and say whether more are worth collecting.
+
+    Every point (a positive ratio or a K) is fitted once per seed on the same split, thresholded on val and scored on test; the AUROC curve is split into a "mining opportunity" phase (still gaining at least --tolerance AUROC per doubling of anomalies) and an "over-mining" phase (not any more). Writes sweep_rows.csv (after every fit), sweep.csv, sweep.json, sweep.png and report.html.
+
+    Examples:
+
+      defectmine sweep --data elpv --ratios 1/16,1/32,1/64,1/128,unsupervised --seeds 0,1,2 --out runs/sweep
+
+      defectmine sweep --data magnetic_tile --ks 1,2,5,10,20,40,80 --seeds 0,1,2 --epochs 25
+
+      defectmine sweep --data my_images/ --ks 5,10,20 --detector fcdd --backbone resnet18 --resume
+    """
+    from defectmine.evaluation.sweep import run_sweep
+
+    result = run_sweep(
+        options.run_config(), ratios=_split_list(ratios, "--ratios"), ks=_split_list(ks, "--ks", int),
+        seeds=_split_list(seeds, "--seeds", int), out_dir=out, tolerance=tolerance, resume=resume,
+        quiet=options.quiet,
+    )
+    print_sweep(result)
 
 
 @app.command()
