@@ -24,7 +24,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-DEMO_DETECTOR_PARAMS = {"epochs": 25, "width": 16, "lr": 1e-3, "batch_size": 32}
+DEMO_DETECTOR_PARAMS = {"epochs": 25, "width": 8, "lr": 1e-3, "batch_size": 32}
 
 
 def _friendly_errors(func):

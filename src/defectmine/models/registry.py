@@ -7,10 +7,14 @@ from pathlib import Path
 
 from defectmine.errors import ConfigError, DataError
 from defectmine.models.base import CONFIG_FILE, Detector
+from defectmine.models.classifier import Classifier
 from defectmine.models.fcdd import FCDD
+from defectmine.models.liac import LIAC
 
 DETECTORS: dict[str, type[Detector]] = {
     FCDD.name: FCDD,
+    Classifier.name: Classifier,
+    LIAC.name: LIAC,
 }
 
 

@@ -1,4 +1,5 @@
-"""The one training loop for every gradient-trained detector, and the batch mixing they share."""
+"""The one training loop for every gradient-trained detector, and what they share around it: batch
+mixing of normal, labelled and synthetic anomalous images, and model selection on validation data."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import copy
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from defectmine.data.dataset import ImageDataset
+from defectmine.data.images import ImageSpec, normalise
+from defectmine.errors import ConfigError, DataError
+from defectmine.models.synthetic import random_flips, resolve_synthetic, synthesize
 from defectmine.progress import progress_bar
 
 
@@ -37,7 +43,7 @@ def mixed_batches(
     them is seen in every batch despite heavy imbalance), synthetic ones made from normal images, or
     half of each when both are on. With neither, batches are all normal (one-class training).
     """
-    n_anom_slots = _anomalous_slots(batch_size, anomaly_share) if (n_anomalous or synthetic) else 0
+    n_anom_slots = anomalous_slots(batch_size, anomaly_share) if (n_anomalous or synthetic) else 0
     n_norm = batch_size - n_anom_slots
     order = torch.randperm(n_normal, generator=generator)
     for start in _batch_starts(n_normal, n_norm):
@@ -49,7 +55,8 @@ def mixed_batches(
         yield MixedBatch(normal_idx, anomalous_idx, n_synth)
 
 
-def _anomalous_slots(batch_size: int, anomaly_share: float) -> int:
+def anomalous_slots(batch_size: int, anomaly_share: float) -> int:
+    """How many places of every batch `mixed_batches` gives to anomalies (when there are any)."""
     return min(round(batch_size * anomaly_share), batch_size - 1)
 
 
@@ -63,7 +70,7 @@ def _batch_starts(n_normal: int, n_norm: int) -> range:
 
 def n_batches(n_normal: int, batch_size: int, anomaly_share: float) -> int:
     """How many batches `mixed_batches` yields per epoch."""
-    return len(_batch_starts(n_normal, batch_size - _anomalous_slots(batch_size, anomaly_share)))
+    return len(_batch_starts(n_normal, batch_size - anomalous_slots(batch_size, anomaly_share)))
 
 
 class BestState:
@@ -129,3 +136,148 @@ def train_epochs(
             if on_epoch_end is not None:
                 status = on_epoch_end(epoch, history[-1]) or status
     return history
+
+
+@dataclass
+class TrainingConfig:
+    """Hyperparameters every gradient-trained image detector shares; `fit_network` reads them.
+
+    backbone: "cnn" (small from-scratch CNN) or a timm name (vgg16, resnet18, inception_v3, ...).
+    backbone_weights: None, "pretrained" (timm hub, needs network) or a local weights file.
+    stride: output stride of the backbone's feature map.
+    synthetic: synthetic anomalies - "auto" (on only without labelled anomalies), "none",
+        "confetti", "cutpaste" or "mixed".
+    anomaly_share: share of each batch that is anomalous (labelled and/or synthetic).
+    eval_every: validate every n epochs (and after the last) when val has both classes, and keep
+        the weights of the best validation value.
+    Subclasses name their detector in `detector_name` (for error messages), may change defaults
+    and add fields.
+    """
+
+    detector_name: ClassVar[str] = "detector"
+
+    backbone: str = "cnn"
+    backbone_weights: str | None = None
+    width: int = 16
+    stride: int = 8
+    freeze_backbone: bool = False
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    synthetic: str = "auto"
+    anomaly_share: float | None = 0.25
+    augment: bool = True
+    eval_every: int = 5
+    score_batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    quiet: bool = False
+
+    def __post_init__(self):
+        name = self.detector_name
+        if self.epochs < 1 or self.batch_size < 2 or self.eval_every < 1:
+            raise ConfigError(f"{name}: epochs and eval_every must be >= 1 and batch_size >= 2.")
+        if self.lr <= 0:
+            raise ConfigError(f"{name}: lr={self.lr} must be positive.")
+        resolve_synthetic(self.synthetic, 0)  # validates the name
+
+
+def check_training_sets(normal: ImageDataset, anomalous: ImageDataset | None, val: ImageDataset | None) -> None:
+    """Raise DataError unless `normal` holds >= 2 normal images and the other sets match its spec and labels."""
+    if normal is None or len(normal) == 0:
+        raise DataError("fit: no normal training images; the detector learns what normal looks like from them.")
+    if len(normal) < 2:
+        raise DataError("fit: at least 2 normal training images are needed.")
+    if normal.labels.any():
+        raise DataError("fit: the `normal` set contains anomalous records; pass those as `anomalous`.")
+    for name, other in (("anomalous", anomalous), ("val", val)):
+        if other is not None and other.spec != normal.spec:
+            raise DataError(f"fit: the {name} set was prepared with {other.spec}, the normal set with {normal.spec}.")
+    if anomalous is not None and len(anomalous) and not anomalous.labels.all():
+        raise DataError("fit: the `anomalous` set contains normal records.")
+
+
+def has_both_classes(dataset: ImageDataset | None) -> bool:
+    """True when `dataset` holds normal and anomalous images (model selection needs both)."""
+    return dataset is not None and len(set(dataset.labels.tolist())) == 2
+
+
+@dataclass
+class FitResult:
+    """What `fit_network` learned besides the weights: loss history, selected epoch, synthetic kind."""
+
+    history: list[float]
+    best_epoch: int | None
+    best_value: float | None
+    synthetic: str
+
+
+def fit_network(
+    network: nn.Module,
+    loss_fn: Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor],
+    normal: ImageDataset,
+    anomalous: ImageDataset | None,
+    *,
+    config: TrainingConfig,
+    spec: ImageSpec,
+    device: torch.device,
+    anomaly_share: float | None = None,
+    validate: Callable[[], float] | None = None,
+    metric: str = "AUROC",
+    description: str = "training",
+) -> FitResult:
+    """Train `network` on mixed batches of normal, labelled and synthetic anomalous images.
+
+    `config.anomaly_share` is overridden by `anomaly_share` when given. Batches are
+    ``(images, labels)``: normalised float images (channels_last) and float labels, 1 = anomalous.
+    Adam with a cosine schedule. When `validate` is given it is called every `eval_every` epochs and
+    after the last one; the weights of its highest value (`metric`, for the progress bar) are restored.
+    """
+    cfg = config
+    share = cfg.anomaly_share if anomaly_share is None else anomaly_share
+    normal_px = normal.raw_images().to(device)
+    anomalous_px = anomalous.raw_images().to(device) if anomalous is not None and len(anomalous) else None
+    n_anomalous = 0 if anomalous_px is None else len(anomalous_px)
+    synthetic = resolve_synthetic(cfg.synthetic, n_anomalous)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def batches():
+        for batch in mixed_batches(
+            len(normal_px), n_anomalous, batch_size=cfg.batch_size, anomaly_share=share,
+            synthetic=synthetic != "none", generator=generator,
+        ):
+            parts = [normal_px[batch.normal.to(device)]]
+            if len(batch.anomalous):
+                parts.append(anomalous_px[batch.anomalous.to(device)])
+            if batch.n_synthetic:
+                source = torch.randint(0, len(normal_px), (batch.n_synthetic,), generator=generator)
+                parts.append(synthesize(normal_px[source.to(device)], synthetic, generator))
+            pixels = torch.cat(parts)
+            labels = torch.zeros(len(pixels), device=device)
+            labels[len(parts[0]):] = 1.0
+            if cfg.augment:
+                pixels = random_flips(pixels, generator)
+            yield normalise(pixels, spec).contiguous(memory_format=torch.channels_last), labels
+
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    best = BestState()
+
+    def on_epoch_end(epoch: int, loss: float) -> str | None:
+        last = epoch + 1 == cfg.epochs
+        if validate is None or not ((epoch + 1) % cfg.eval_every == 0 or last):
+            return None
+        value = validate()
+        best.update(network, value, epoch)
+        return f"val {metric} {value:.3f} (best {best.value:.3f})"
+
+    mixing = n_anomalous or synthetic != "none"
+    history = train_epochs(
+        network, loss_fn, batches, optimizer, cfg.epochs, scheduler=scheduler,
+        steps_per_epoch=n_batches(len(normal_px), cfg.batch_size, share if mixing else 0.0),
+        on_epoch_end=on_epoch_end, description=description, quiet=cfg.quiet,
+    )
+    best.restore(network)
+    return FitResult(history, best.epoch, best.value if best.epoch is not None else None, synthetic)

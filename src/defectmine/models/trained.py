@@ -1,0 +1,70 @@
+"""What gradient-trained image detectors share around `fit_network`: starting a fit and batched scoring."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+import torch
+from torch import nn
+
+from defectmine.backbones import Backbone, build_backbone
+from defectmine.data.dataset import ImageDataset
+from defectmine.data.images import ImageSpec, normalise
+from defectmine.explain.upsample import gaussian_upsample
+from defectmine.models.base import Detector, Scores, seed_everything
+from defectmine.models.training import check_training_sets
+
+
+class TrainedDetector(Detector):
+    """A detector whose network is trained by `fit_network` and scores images batch by batch.
+
+    Subclasses implement `_forward_scores(batch) -> (image scores (B,), low-resolution maps (B, u, v))`
+    on normalised channels_last batches; `score` upsamples the maps to the input size.
+    Their config derives from `training.TrainingConfig` (score_batch_size, seed, device, ...).
+    """
+
+    def _make_backbone(self, spec: ImageSpec) -> Backbone:
+        """A backbone as configured (name, stride, width, weights), frozen if freeze_backbone."""
+        cfg = self.config
+        backbone = build_backbone(
+            cfg.backbone, spec.channels, stride=cfg.stride, width=cfg.width, weights=cfg.backbone_weights
+        )
+        if cfg.freeze_backbone:
+            backbone.module.requires_grad_(False)
+        return backbone
+
+    def _start_fit(
+        self, normal: ImageDataset, anomalous: ImageDataset | None, val: ImageDataset | None
+    ) -> nn.Module:
+        """Check the sets, seed, record the input spec and build a fresh network (also ``network_``)."""
+        check_training_sets(normal, anomalous, val)
+        seed_everything(self.config.seed)
+        self.spec_ = normal.spec
+        # channels_last: about 2x faster convolutions on CPU (oneDNN) for these small networks
+        self.network_ = self._build_network(normal.spec).to(self.device, memory_format=torch.channels_last)
+        return self.network_
+
+    @abstractmethod
+    def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image scores (B,), maps (B, u, v)) of a normalised batch."""
+
+    @torch.inference_mode()
+    def score(self, images: ImageDataset | torch.Tensor, *, maps: bool = True) -> Scores:
+        """Image scores and, unless maps=False, maps Gaussian-upsampled to the input size."""
+        pixels = self._as_uint8_batch(images)
+        network = self.network_
+        was_training = network.training
+        network.eval()
+        step = self.config.score_batch_size
+        image_scores, all_maps = [], []
+        for start in range(0, len(pixels), step):
+            batch = normalise(pixels[start:start + step].to(self.device), self.spec_)
+            image, low_res = self._forward_scores(batch.contiguous(memory_format=torch.channels_last))
+            image_scores.append(image.cpu())
+            if maps:
+                all_maps.append(gaussian_upsample(low_res, tuple(self.spec_.size)).cpu())
+        network.train(was_training)
+        image = torch.cat(image_scores).numpy() if image_scores else np.zeros(0)
+        full = torch.cat(all_maps).numpy().astype(np.float32) if maps and all_maps else None
+        return Scores(image=image, maps=full)
