@@ -28,12 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import machine_description, replace_section  # noqa: E402
+# The FCDD benchmark's settings (its `cnn` row at K = 80 is this table's `cnn` row).
+from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "fcdd_backbones"
 BACKBONES = ["cnn", "vgg16", "resnet18", "inception_v3"]
-# The FCDD benchmark's settings (its `cnn` row at K = 80 is this table's `cnn` row).
-DETECTOR_PARAMS = {"epochs": 25, "width": 16, "lr": 1e-3, "batch_size": 32}
-IMAGE_SIZE = 128
 
 
 def run_one(dataset: str, backbone: str, k: int, seed: int, epochs: int, image_size: int, device: str) -> dict:
@@ -74,7 +73,8 @@ def table(rows: list[dict], args, command: str) -> str:
     lines = [
         f"Command: `{command}`  ",
         f"Date: {time.strftime('%Y-%m-%d')}; machine: {machine_description()}  ",
-        f"Settings: FCDD, every backbone from scratch (no pretrained weights), cut at output stride 8; "
+        f"Settings: FCDD, every backbone from scratch (no pretrained weights), cut at output stride 8 (`cnn`: width "
+        f"{DETECTOR_PARAMS['width']}); "
         f"{args.image_size}x{args.image_size} grayscale, {args.epochs} epochs, batch {DETECTOR_PARAMS['batch_size']}, "
         f"lr {DETECTOR_PARAMS['lr']}, K = {args.k} labelled anomalies; threshold max-F1 on val; metrics on test; "
         "mean ± std over seeds; ms/img: scoring val+test with maps, batch 64.",

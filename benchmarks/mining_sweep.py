@@ -32,11 +32,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import machine_description, replace_section  # noqa: E402
+# The FCDD benchmark's settings, so that its K = 80 row and this sweep's last point describe one model.
+from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "mining"
-# The FCDD benchmark's settings, so that its K = 80 row and this sweep's last point describe one model.
-DETECTOR_PARAMS = {"epochs": 25, "width": 16, "lr": 1e-3, "batch_size": 32}
-IMAGE_SIZE = 128
 KS = "1,2,5,10,20,40,80"
 
 

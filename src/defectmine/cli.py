@@ -211,11 +211,13 @@ def print_sweep(result) -> None:
     from defectmine.evaluation.sweep import display_rows
 
     rows = display_rows(result.summary)
+    # the columns that fit 80 characters; the report and sweep.csv have all of them
+    columns = ["point", "anomalies", "AUROC", "F1", "phase"]
     table = Table(title=f"mining sweep ({len(result.rows)} fits; test metrics, mean ± std over seeds)")
-    for column in rows[0]:
-        table.add_column(column, justify="left" if column in ("point", "phase") else "right")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("point", "phase") else "right", no_wrap=column != "phase")
     for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
+        table.add_row(*(str(row[c]) for c in columns))
     console.print(table)
     console.print(f"[bold]recommendation:[/] {escape(result.recommendation)}", soft_wrap=True)
     console.print(f"report: [bold]{result.files['report']}[/]")

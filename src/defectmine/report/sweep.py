@@ -14,6 +14,7 @@ from defectmine import __version__
 from defectmine.report.files import to_jsonable
 from defectmine.report.html import _CSS, _esc, format_value, img_tag, table_html
 
+_PROTOCOLS = {"k": "K labelled anomalies", "ratio": "positive ratios"}
 _RUN_COLUMNS = ("point", "seed", "n_anomalous", "n_normal", "auroc", "auprc", "f1", "precision", "recall",
                 "val_auroc", "threshold", "pixel_auroc", "fit_seconds", "best_epoch")  # fmt: skip
 
@@ -49,7 +50,7 @@ def render_sweep_report(*, title: str, document: Mapping, table: Sequence[Mappin
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_esc(title)}</h1>",
-        f'<p class="sub">{len(table)} points ({_esc(document.get("protocol", ""))} protocol) × {len(seeds)} seed(s) '
+        f'<p class="sub">{len(table)} points ({_esc(_PROTOCOLS.get(document.get("protocol"), ""))}) × {len(seeds)} seed(s) '
         f"{_esc(', '.join(str(s) for s in seeds))} · {len(rows)} fits · test metrics, threshold from val · "
         f"defectmine {_esc(__version__)} · {_esc(document.get('created', ''))}</p>",
         "<h2>Recommendation</h2>",
