@@ -87,8 +87,8 @@ def pretrain_command(
     weights with the same backbone, width, stride and image size, e.g.
     `defectmine fit DATA --backbone-weights OUT/backbone.safetensors`.
 
-    Methods: mim (masked image modelling, CNN; the default, chosen by measurement), mae (masked
-    autoencoder, backbone vit_tiny) and simsiam (siamese views, CNN). --init-weights starts from earlier
+    Methods: mim (masked image modelling, CNN; the default), mae (masked autoencoder, backbone
+    vit_tiny) and simsiam (siamese views, CNN); `benchmarks/pretrain_benchmark.py --choose` compares them. --init-weights starts from earlier
     weights (a file, an earlier OUT folder, or "pretrained" for a timm backbone): hierarchical
     pretraining, from broad data to the images of the task.
     """
