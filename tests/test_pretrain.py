@@ -19,6 +19,15 @@ SPEC = ImageSpec(size=(32, 32), channels=1)
 TINY = {"width": 4, "stride": 8, "batch_size": 8, "device": "cpu", "quiet": True}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """32x32 models gain nothing from a second thread, and lose much when other jobs share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return write_synthetic_folder(tmp_path_factory.mktemp("unlabelled"), n_normal=24, n_anomalous=4, size=32)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from defectmine.data import BUILTIN_SETS, ImageDataset, ImageSpec, Record, fixed_split, read_manifest
 from defectmine.errors import DataError
-from defectmine.pretrain.run import DEFAULT_METHOD, PretrainResult, pretrain
+from defectmine.pretrain.run import DEFAULT_METHOD, DEFAULT_WIDTH, PretrainResult, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def pretrain_command(
     method: str = DEFAULT_METHOD,
     *,
     backbone: str | None = None,
-    width: int = 16,
+    width: int = DEFAULT_WIDTH,
     stride: int = 8,
     image_size: int = 128,
     channels: int = 1,
@@ -84,8 +84,8 @@ def pretrain_command(
 
     Writes OUT/backbone.safetensors and OUT/pretrain.json, and a checkpoint after every epoch: running
     the same command again continues from the last finished epoch (--no-resume starts over). Use the
-    weights with the same backbone, width, stride and image size, e.g.
-    `defectmine fit DATA --backbone-weights OUT/backbone.safetensors`.
+    weights with the same backbone, width, stride, channels and image size (the defaults match FCDD's),
+    e.g. `defectmine fit DATA --backbone-weights OUT/backbone.safetensors`.
 
     Methods: mim (masked image modelling, CNN; the default), mae (masked autoencoder, backbone
     vit_tiny) and simsiam (siamese views, CNN); `benchmarks/pretrain_benchmark.py --choose` compares them. --init-weights starts from earlier

@@ -24,6 +24,7 @@ from defectmine.backbones import build_backbone
 from defectmine.data.dataset import ImageDataset
 from defectmine.errors import ConfigError, DataError
 from defectmine.models.base import resolve_device, seed_everything
+from defectmine.models.fcdd import FCDDConfig
 from defectmine.models.training import mixed_batches, n_batches, train_epochs
 from defectmine.pretrain.checkpoint import load_checkpoint, save_checkpoint
 from defectmine.pretrain.methods import method_class
@@ -34,6 +35,8 @@ CHECKPOINT_DIR = "checkpoint"
 # Provisional until `benchmarks/pretrain_benchmark.py --choose` has been run at full budget: that
 # measurement (FCDD val AUROC at K=10 after equal CPU time per method) decides, and says when to change it.
 DEFAULT_METHOD = "mim"
+# FCDD's width, so that its default configuration loads the weights as they are.
+DEFAULT_WIDTH = FCDDConfig.width
 
 
 @dataclass
@@ -53,7 +56,7 @@ def pretrain(
     out_dir: Path | str,
     method: str = DEFAULT_METHOD,
     backbone: str | None = None,
-    width: int = 16,
+    width: int = DEFAULT_WIDTH,
     stride: int = 8,
     epochs: int = 20,
     batch_size: int = 32,
@@ -73,7 +76,8 @@ def pretrain(
         method: "mim" (masked image modelling), "mae" (masked autoencoder, ViT) or "simsiam".
         backbone: "cnn", "vit_tiny" or a timm name; None picks the method's own ("vit_tiny" for mae,
             "cnn" otherwise).
-        width, stride: as in build_backbone; detectors must use the same values to load the weights.
+        width, stride: as in build_backbone (default: FCDD's); detectors must use the same values to
+            load the weights.
         epochs: total number of epochs; a resumed run trains only the missing ones.
         lr: AdamW learning rate (cosine schedule over `epochs`); None takes the method's default.
         init_weights: hierarchical pretraining - start from these weights (a weights file, a previous
