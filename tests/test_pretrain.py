@@ -195,3 +195,9 @@ def test_augmentations_keep_shape_and_repeat_under_a_seed(images):
     assert not hidden.gather(1, keep).any()
     mask = patch_mask(2, (32, 40), 16, 0.5, torch.Generator().manual_seed(0))
     assert mask.shape == (2, 1, 32, 40) and 0 < mask.float().mean() < 1
+
+
+def test_weights_that_cover_only_part_of_the_backbone_are_reported(outputs, caplog):
+    # Stride 16 adds a stage that the stride-8 weights do not have.
+    backbone = build_backbone("cnn", 1, stride=16, width=4, weights=outputs["mim"].weights)
+    assert "keep their random init" in caplog.text and backbone.stride == 16

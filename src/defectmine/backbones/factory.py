@@ -9,6 +9,7 @@ e.g. our own self-supervised checkpoint) can be given instead.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from torch import nn
 from defectmine.backbones.small_cnn import SmallCNN
 from defectmine.backbones.vit import VIT_CHANNELS_PER_WIDTH, GridViT
 from defectmine.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SMALL_CNN = "cnn"
 GRID_VIT = "vit_tiny"
@@ -153,6 +156,10 @@ def load_weights_file(module: nn.Module, path: Path) -> None:
             matched[name] = value
     if not matched:
         raise ConfigError(f"{path}: no tensor in this file matches the backbone; is it for another architecture?")
+    missing = [name for name in target if name not in matched]
+    if missing:  # e.g. weights of a shallower network (another stride): the rest stays randomly initialised
+        log.warning("%s: %d of %d backbone tensors are not in this file and keep their random init (%s, ...); "
+                    "check that width and stride match the weights", path, len(missing), len(target), missing[0])
     target.update(matched)
     module.load_state_dict(target)
 
