@@ -26,15 +26,12 @@ from defectmine.models.training import TrainingConfig, fit_network, has_both_cla
 class FCDDConfig(TrainingConfig):
     """Hyperparameters of deeper FCDD (the fields of `training.TrainingConfig`).
 
-    width: 8 by default (as good as 12 on ELPV at half the CPU time; see BENCHMARKS.md).
     stride: output stride of the map (8: a 28x28 map for 224x224 input, the paper's choice).
     anomaly_share: in [0, 1); 0 trains one-class even when labelled anomalies are given.
     eval_every: validate every n epochs (when val has both classes) and keep the best-AUROC weights.
     """
 
     detector_name: ClassVar[str] = "fcdd"
-
-    width: int = 8
 
     def __post_init__(self):
         super().__post_init__()
