@@ -12,8 +12,8 @@ from defectmine.models.registry import DETECTORS, create, load_detector
 # Small, fast settings per detector; a new detector adds its entry here.
 FAST_PARAMS = {
     "fcdd": {"epochs": 12, "width": 8, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
-    "classifier": {"epochs": 12, "width": 8, "stride": 8, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
-    "liac": {"epochs": 12, "width": 8, "stride": 8, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
+    "classifier": {"epochs": 12, "width": 8, "stride": 2, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
+    "liac": {"epochs": 12, "width": 8, "stride": 2, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
 }
 SPEC = ImageSpec(size=(32, 32), channels=1)
 

@@ -86,7 +86,9 @@ def weighted_cross_entropy(
     return F.cross_entropy(logits, labels, weight=weights)
 
 
-def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0, alpha: float | None = None
+) -> torch.Tensor:
     """Focal loss (Lin et al., ICCV 2017): -alpha_y (1 - p_y)^gamma log p_y.
 
     alpha: weight of the anomalous class (normal images get 1 - alpha); None weighs both by 1.
@@ -139,7 +141,9 @@ def logit_adjusted_loss(logits: torch.Tensor, labels: torch.Tensor, tau: float =
     return F.cross_entropy(adjusted, labels)
 
 
-def encouraging_loss(logits: torch.Tensor, labels: torch.Tensor, log_end: float = 1.0, eps: float = 1e-5) -> torch.Tensor:
+def encouraging_loss(
+    logits: torch.Tensor, labels: torch.Tensor, log_end: float = 1.0, eps: float = 1e-5
+) -> torch.Tensor:
     """Encouraging loss (EL, Zhao et al., AAAI 2022): CE plus the bonus log(1 - p_y).
 
     EL = -log p_y + log(max(1 - p_y, eps)). The bonus keeps rewarding well-classified images (in
