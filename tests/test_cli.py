@@ -110,3 +110,27 @@ def test_unknown_detector_and_bad_param(tmp_path):
 def test_help_shows_examples():
     result = _invoke("fit", "--help")
     assert result.exit_code == 0 and "defectmine fit --data" in result.output
+
+
+def test_pretrain_then_fit_with_our_weights(tmp_path):
+    from defectmine.data import write_synthetic_folder
+
+    data = write_synthetic_folder(tmp_path / "data", n_normal=30, n_anomalous=12, size=32)
+    result = _invoke("pretrain", "--data", data, "--out", tmp_path / "ours", "--epochs", "1",
+                     "--image-size", "32", "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.output
+    weights = tmp_path / "ours" / "backbone.safetensors"
+    assert weights.is_file() and (tmp_path / "ours" / "pretrain.json").is_file()
+    result = _invoke("fit", "--data", data, "--out", tmp_path / "run", "--device", "cpu",
+                     "--backbone-weights", weights, *FAST)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["detector"]["config"]["backbone_weights"] == str(weights)
+
+
+def test_pretrain_unknown_method_is_one_clear_line(tmp_path):
+    from defectmine.data import write_synthetic_folder
+
+    data = write_synthetic_folder(tmp_path / "data")
+    result = _invoke("pretrain", "--data", data, "--out", tmp_path / "o", "--method", "magic", "-q")
+    assert result.exit_code == 2 and "magic" in result.output

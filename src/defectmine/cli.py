@@ -1,4 +1,4 @@
-"""The `defectmine` command: fit, sweep, predict, evaluate, demo."""
+"""The `defectmine` command: fit, sweep, predict, evaluate, pretrain, demo."""
 
 from __future__ import annotations
 
@@ -298,6 +298,50 @@ def evaluate(
     result = evaluate_run(run, threshold_rule=threshold_rule, threshold_k=threshold_k,
                           threshold_value=threshold_value, quiet=quiet)
     print_metrics(result.metrics, result.run_dir)
+
+
+@app.command()
+@_friendly_errors
+def pretrain(
+    data: str = typer.Option(..., "--data", "-d", help="Folder of images (any layout), CSV manifest, built-in set, or several joined by '+' (magnetic_tile+elpv)."),
+    out: Path = typer.Option(Path("runs/pretrain"), "--out", "-o", help="Output folder: backbone.safetensors, pretrain.json, checkpoint/."),
+    method: Optional[str] = typer.Option(None, help="mim (masked image modelling, CNN), mae (masked autoencoder, vit_tiny) or simsiam (default: the measured best)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone to pretrain (default: the method's own: cnn, or vit_tiny for mae)."),
+    width: Optional[int] = typer.Option(None, help="Base width of the cnn/vit_tiny backbone (default: the detectors' default, so the weights load as they are)."),
+    stride: int = typer.Option(8, help="Output stride of the backbone."),
+    image_size: int = typer.Option(128, help="Images are resized to SIZE x SIZE (use the size you will fit with)."),
+    channels: int = typer.Option(1, help="1 (grayscale) or 3 (RGB)."),
+    epochs: int = typer.Option(20, help="Pretraining epochs (a finished run continues when asked for more)."),
+    batch_size: int = typer.Option(32, help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: the method's)."),
+    init_weights: Optional[str] = typer.Option(None, help="Hierarchical pretraining: start from these weights (file, earlier OUT folder, or 'pretrained')."),
+    resume: bool = typer.Option(True, help="Continue from the checkpoint in OUT when there is one."),
+    seed: int = typer.Option(0, help="Seed."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    skip_bad: bool = typer.Option(False, help="Skip unreadable images (and list them)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Self-supervised pretraining of a backbone on unlabelled images; every detector can start from it.
+
+    Labels are never used; built-in sets and split manifests contribute their training images only.
+
+    Examples:
+
+      defectmine pretrain --data magnetic_tile+elpv --out runs/ours --epochs 20
+
+      defectmine pretrain --data my_line_images/ --init-weights runs/ours --out runs/ours-line
+
+      defectmine fit --data my_parts/ --backbone-weights runs/ours/backbone.safetensors
+    """
+    from defectmine.pretrain.command import pretrain_command
+
+    optional = {"method": method, "backbone": backbone, "width": width, "lr": lr}
+    result = pretrain_command(
+        data, out, stride=stride, image_size=image_size, channels=channels, epochs=epochs, batch_size=batch_size,
+        init_weights=init_weights, resume=resume, seed=seed, device=device, skip_bad=skip_bad, quiet=quiet,
+        **{key: value for key, value in optional.items() if value is not None},
+    )
+    console.print(f"weights: [bold]{result.weights}[/] (pretrain.json beside it)")
 
 
 @app.command()
