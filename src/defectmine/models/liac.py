@@ -6,7 +6,9 @@ backbones of the same structure, g_t and g_s, give pooled features f_T and f_S o
 linear layer sees [f_T, f_S, D(x)] (equation 12); the loss is LIL + ACL (equation 13, weight 1).
 The paper optimises the parameters of both networks, (theta, phi_s, phi_t), so neither is frozen:
 unlike knowledge distillation there is no fixed teacher, the two only learn to agree on normal
-images and to disagree on anomalous ones.
+images and to disagree on anomalous ones. From scratch the two start from different random weights;
+with the same pretrained weights D = 0 and the ACL has no gradient at first, until the classifier's
+different weights on f_T and f_S have moved the two apart.
 
 Equation 11 as printed, y D + (1 - y)(1 - D), pays D on anomalous images and 1 - D on normal ones,
 which pulls anomalous pairs together and pushes normal pairs apart - the opposite of the text and
