@@ -69,13 +69,10 @@ def run_one(dataset: str, k: int, seed: int, out: Path, synthetic: str = "auto")
     }
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {std:.3f}"
+def _mean_std(values, digits: int = 3) -> str:
+    from defectmine.evaluation import aggregate, format_mean_std
+
+    return format_mean_std(aggregate([{"v": v} for v in values])["v"], digits)
 
 
 def _header(command: str) -> list[str]:

@@ -70,6 +70,15 @@ def _esc(x) -> str:
     return html.escape(str(x), quote=True)
 
 
+def page_head(title: str) -> str:
+    """The opening of every defectmine page: doctype, inline CSS, the title as <h1>."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>\n<h1>{_esc(title)}</h1>"
+    )
+
+
 def data_uri(png: bytes) -> str:
     """``data:image/png;base64,...`` URI of PNG bytes."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -228,11 +237,7 @@ def render_report(
     counts = Counter(g)
     group_txt = ", ".join(f"{_esc(k)}: {v}" for k, v in sorted(counts.items()))
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_esc(title)}</h1>",
+        page_head(title),
         f'<p class="sub">{len(y)} images: {len(y) - n_anom} normal, {n_anom} anomalous '
         f"({group_txt}) · defectmine {_esc(__version__)}</p>",
     ]

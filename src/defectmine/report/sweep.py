@@ -12,7 +12,7 @@ from pathlib import Path
 
 from defectmine import __version__
 from defectmine.report.files import to_jsonable
-from defectmine.report.html import _CSS, _esc, format_value, img_tag, table_html
+from defectmine.report.html import _esc, format_value, img_tag, page_head, table_html
 
 _PROTOCOLS = {"k": "K labelled anomalies", "ratio": "positive ratios"}
 _RUN_COLUMNS = ("point", "seed", "n_anomalous", "n_normal", "auroc", "auprc", "f1", "precision", "recall",
@@ -45,11 +45,7 @@ def render_sweep_report(*, title: str, document: Mapping, table: Sequence[Mappin
     rows = document.get("rows") or []
     config = document.get("config") or {}
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_esc(title)}</h1>",
+        page_head(title),
         f'<p class="sub">{len(table)} points ({_esc(_PROTOCOLS.get(document.get("protocol"), ""))}) × {len(seeds)} seed(s) '
         f"{_esc(', '.join(str(s) for s in seeds))} · {len(rows)} fits · test metrics, threshold from val · "
         f"defectmine {_esc(__version__)} · {_esc(document.get('created', ''))}</p>",
