@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -95,6 +96,8 @@ def test_corrupt_image_is_named_and_skip_bad_goes_on(tmp_path):
     assert result.exit_code == 2 and "zz_corrupt.png" in result.output and "--skip-bad" in result.output
     result = _invoke("fit", "--data", data, "--out", tmp_path / "run", "--device", "cpu", "--skip-bad", *FAST)
     assert result.exit_code == 0, result.output
+    skipped = json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_files"]
+    assert [Path(s["path"]).name for s in skipped] == ["zz_corrupt.png"] and skipped[0]["reason"]
 
 
 def test_unknown_detector_and_bad_param(tmp_path):

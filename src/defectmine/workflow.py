@@ -244,6 +244,8 @@ def fit_run(config: RunConfig, run_dir: Path, *, records: list[Record] | None = 
         "best_epoch": getattr(detector, "best_epoch_", None),
         "synthetic": getattr(detector, "synthetic_", None),
     }
+    skipped = [ds.skipped for ds in (data.normal, data.anomalous, data.val, data.test) if ds is not None]
+    metrics["skipped_files"] = [{"path": str(path), "reason": reason} for part in skipped for path, reason in part]
     _write_json(run_dir / METRICS_FILE, metrics)
     return RunResult(run_dir, metrics, detector)
 
@@ -265,7 +267,7 @@ def evaluate_run(run_dir: Path, *, threshold_rule: str | None = None, threshold_
     test = ImageDataset(split.test, detector.spec_, **kwargs)
     previous = _read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else {}
     metrics = score_and_report(config, detector, val, test, run_dir)
-    for key in ("training",):
+    for key in ("training", "skipped_files"):
         if key in previous:
             metrics[key] = previous[key]
     metrics["timing"]["fit_seconds"] = previous.get("timing", {}).get("fit_seconds")
