@@ -137,3 +137,18 @@ def test_pretrain_unknown_method_is_one_clear_line(tmp_path):
     data = write_synthetic_folder(tmp_path / "data")
     result = _invoke("pretrain", "--data", data, "--out", tmp_path / "o", "--method", "magic", "-q")
     assert result.exit_code == 2 and "magic" in result.output
+
+
+def test_elpv_without_shared_split_files_falls_back_to_the_protocol(monkeypatch):
+    import defectmine.workflow as workflow
+    from defectmine.errors import DataError
+
+    def missing(name):
+        raise DataError("shared/ not found.")
+
+    monkeypatch.setattr(workflow, "fixed_split", missing)
+    with pytest.warns(UserWarning, match="protocol"):
+        records = workflow.load_records("elpv")
+    counts = workflow.Split.from_records(records).counts()
+    assert counts["train"] == 905 and counts["train_anomalous"] == 80
+    assert counts["val_normal"] + counts["test_normal"] == 603

@@ -22,6 +22,7 @@ from defectmine.data import (
     ImageSpec,
     Record,
     Split,
+    elpv,
     fixed_split,
     make_split,
     positive_ratio_subset,
@@ -86,7 +87,7 @@ class RunConfig:
 def load_records(data: str) -> list[Record]:
     """Records from a built-in set name, a CSV manifest or a folder in the normal/anomalous layout."""
     if data in BUILTIN_SETS:
-        return fixed_split(data)
+        return _builtin_records(data)
     path = Path(data)
     if path.suffix.lower() == ".csv":
         if not path.is_file():
@@ -98,6 +99,21 @@ def load_records(data: str) -> list[Record]:
             f"subfolders, a CSV manifest, or a built-in set ({', '.join(BUILTIN_SETS)})."
         )
     return scan_folder(path)
+
+
+def _builtin_records(name: str) -> list[Record]:
+    """The fixed benchmark split; for ELPV, whose images ship with a PyPI package, the same protocol
+    (seed 0, 80 reserved anomalies) when the split files of ../shared are not on this machine."""
+    try:
+        return fixed_split(name)
+    except DataError as err:
+        if name != "elpv":
+            raise
+        import warnings
+
+        warnings.warn(f"{err} Using the ELPV benchmark protocol with seed 0 instead of the fixed split file.",
+                      stacklevel=2)
+        return make_split(elpv(), seed=0, n_train_anomalous=80).to_records()
 
 
 def split_records(records: list[Record], config: RunConfig) -> Split:
