@@ -106,8 +106,8 @@ def table(rows: list[dict], command: str) -> str:
         lines.append(
             f"| {dataset} | {k} | {len(group)} | {_mean_std([r['auroc'] for r in group])} | "
             f"{_mean_std([r['auprc'] for r in group])} | {_mean_std([r['f1'] for r in group])} | "
-            f"{_mean_std([r['pixel_auroc'] for r in group])} | {_mean_std([r['fit_seconds'] for r in group])} | "
-            f"{_mean_std([r['ms_per_image_b32'] for r in group])} | {_mean_std([r['ms_per_image_b1'] for r in group])} | "
+            f"{_mean_std([r['pixel_auroc'] for r in group])} | {_mean_std([r['fit_seconds'] for r in group], 1)} | "
+            f"{_mean_std([r['ms_per_image_b32'] for r in group], 2)} | {_mean_std([r['ms_per_image_b1'] for r in group], 2)} | "
             f"{max(r['peak_rss_mb'] for r in group):.0f} | {max(r['load_average'] for r in group):.1f} | "
             f"{ref if ref else '-'} | {_gap(group, ref)} |"
         )
