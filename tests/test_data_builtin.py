@@ -34,6 +34,8 @@ def test_shared_dir_beside_a_clone(tmp_path, monkeypatch):
 
 
 def test_shared_dir_not_found_says_how_to_set_it(tmp_path, monkeypatch):
+    if any((folder / "shared" / "splits").is_dir() for folder in tmp_path.parents):
+        pytest.skip("a shared/ folder sits above the temporary directory on this machine")
     monkeypatch.delenv("DEFECTMINE_SHARED", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(builtin, "__file__", str(tmp_path / "pkg" / "builtin.py"))

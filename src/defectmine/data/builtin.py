@@ -37,7 +37,7 @@ def shared_dir() -> Path:
         for folder in (start, *start.parents):
             candidate = folder / "shared"
             if _is_shared(candidate):
-                return candidate
+                return candidate.resolve()  # one spelling of every path, even through symlinks
     raise DataError(
         "shared data folder not found (looked for a folder named 'shared' with splits/ inside, beside "
         f"{' and '.join(str(s) for s in starts)} and their parents). Fix: set {SHARED_ENV}=/path/to/shared."
