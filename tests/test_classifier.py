@@ -99,7 +99,7 @@ def test_validation_f1_is_the_max_f1_of_the_selected_model(sets):
 
 def test_without_labelled_anomalies_synthetic_ones_are_used_and_nothing_is_selected(sets):
     detector = create("classifier", **FAST).fit(sets["normal"])
-    assert detector.synthetic_ == "mixed"
+    assert detector.synthetic_ == "cutpaste"
     assert detector.best_epoch_ is None and detector.best_val_f1_ is None
 
 

@@ -98,7 +98,7 @@ def test_fit_rejects_anomalies_in_the_normal_set(tiny_sets):
 def test_fcdd_without_labelled_anomalies_uses_synthetic_ones(tiny_sets):
     detector = create("fcdd", device="cpu", quiet=True, **FAST_PARAMS["fcdd"])
     detector.fit(tiny_sets["normal"])
-    assert detector.synthetic_ == "mixed"
+    assert detector.synthetic_ == "cutpaste"
     scores = detector.score(tiny_sets["test"])
     assert roc_auc_score(tiny_sets["test"].labels, scores.image) > 0.7
 

@@ -27,7 +27,7 @@ def test_synthetic_repeats_under_seed():
 
 
 def test_resolve_synthetic():
-    assert resolve_synthetic("auto", 0) == "mixed"
+    assert resolve_synthetic("auto", 0) == "cutpaste"
     assert resolve_synthetic("auto", 5) == "none"
     assert resolve_synthetic("cutpaste", 5) == "cutpaste"
     with pytest.raises(ConfigError, match="synthetic='bogus'"):

@@ -146,7 +146,7 @@ class TrainingConfig:
     backbone_weights: None, "pretrained" (timm hub, needs network) or a local weights file.
     width: base channel count of the small CNN (8: as good as 12 for FCDD on ELPV at half the CPU time).
     stride: output stride of the backbone's feature map.
-    synthetic: synthetic anomalies - "auto" (on only without labelled anomalies), "none",
+    synthetic: synthetic anomalies - "auto" (cut-paste, only without labelled anomalies), "none",
         "confetti", "cutpaste" or "mixed".
     anomaly_share: share of each batch that is anomalous (labelled and/or synthetic).
     eval_every: validate every n epochs (and after the last) when val has both classes, and keep
