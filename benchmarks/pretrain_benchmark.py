@@ -191,8 +191,9 @@ def _paired(rows: dict, metric: str) -> tuple[str, str, str, float | None]:
     if not gains:
         return _mean_std(scratch), _mean_std(ours), "n/a", None
     mean_gain = sum(gains) / len(gains)
-    spread = _mean_std(gains).split(" ± ")[1]
-    return _mean_std(scratch), _mean_std(ours), f"{mean_gain:+.3f} ± {spread}", mean_gain
+    spread = _mean_std(gains).partition(" ± ")[2]  # empty for a single seed: no spread to show
+    difference = f"{mean_gain:+.3f}" + (f" ± {spread}" if spread else "")
+    return _mean_std(scratch), _mean_std(ours), difference, mean_gain
 
 
 def comparison_table(rows: list[dict], info: dict, command: str, settings: dict) -> str:
