@@ -31,8 +31,9 @@ def code_version() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True).stdout.strip()
+        # Code only: the scripts themselves rewrite BENCHMARKS.md and benchmarks/results/.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "*.py",
+                                "pyproject.toml"], cwd=repo, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
