@@ -19,3 +19,11 @@ class ConfigError(DefectmineError):
 
 class NotFittedError(DefectmineError):
     """A detector was used before `fit` (or `load`)."""
+
+
+def lookup(registry: dict, name: str, kind: str):
+    """`registry[name]`, or a ConfigError naming the unknown `kind` and listing the known names."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(registry)}. Fix: use one of them.") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from defectmine.errors import ConfigError, DataError
+from defectmine.errors import DataError, lookup
 from defectmine.models.base import CONFIG_FILE, Detector
 from defectmine.models.classifier import Classifier
 from defectmine.models.fcdd import FCDD
@@ -19,10 +19,7 @@ DETECTORS: dict[str, type[Detector]] = {
 
 
 def detector_class(name: str) -> type[Detector]:
-    try:
-        return DETECTORS[name]
-    except KeyError:
-        raise ConfigError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}.") from None
+    return lookup(DETECTORS, name, "detector")
 
 
 def create(name: str, **params) -> Detector:

@@ -22,7 +22,7 @@ from defectmine.backbones import Backbone
 from defectmine.backbones.factory import GRID_VIT, SMALL_CNN
 from defectmine.backbones.vit import VIT_HEAD_DIM, GridViT, sincos_positions
 from defectmine.data.images import ImageSpec, normalise
-from defectmine.errors import ConfigError
+from defectmine.errors import ConfigError, lookup
 from defectmine.pretrain.augment import patch_mask, random_masking, siamese_view
 
 
@@ -204,7 +204,4 @@ METHODS: dict[str, type[PretrainMethod]] = {
 
 def method_class(name: str) -> type[PretrainMethod]:
     """The method registered under `name`; ConfigError listing the known ones otherwise."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown pretraining method {name!r}. Fix: use one of {', '.join(METHODS)}.") from None
+    return lookup(METHODS, name, "pretraining method")
