@@ -43,6 +43,19 @@ def test_shared_dir_not_found_says_how_to_set_it(tmp_path, monkeypatch):
         shared_dir()
 
 
+def test_elpv_root_from_env(tmp_path, monkeypatch):
+    (tmp_path / "labels.csv").write_text("images/cell0001.png  1.0  mono\n")
+    monkeypatch.setenv("DEFECTMINE_ELPV", str(tmp_path))
+    assert elpv_root() == tmp_path.resolve()
+    assert [r.defect_class for r in elpv()] == ["p3of3_mono"]
+
+
+def test_elpv_root_env_without_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFECTMINE_ELPV", str(tmp_path))
+    with pytest.raises(DataError, match="DEFECTMINE_ELPV=.*no labels.csv"):
+        elpv_root()
+
+
 def test_unknown_builtin_set():
     with pytest.raises(ConfigError, match="'mvtec'.*magnetic_tile, elpv"):
         fixed_split("mvtec")

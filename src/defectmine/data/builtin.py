@@ -13,6 +13,7 @@ from defectmine.data.manifest import read_manifest
 from defectmine.data.records import ANOMALOUS, NORMAL, Record
 
 SHARED_ENV = "DEFECTMINE_SHARED"
+ELPV_ENV = "DEFECTMINE_ELPV"
 MAGNETIC_TILE_FREE = "Free"
 
 
@@ -56,7 +57,17 @@ def magnetic_tile_root() -> Path:
 
 
 def elpv_root() -> Path:
-    """The `data/` folder of the installed `elpv-dataset` package (labels.csv + images/)."""
+    """The ELPV folder (labels.csv + images/): $DEFECTMINE_ELPV, else the `data/` folder of the installed
+    `elpv-dataset` package. The variable serves machines without the package (e.g. a copy on a GPU box)."""
+    env = os.environ.get(ELPV_ENV)
+    if env:
+        root = Path(env).expanduser().resolve()
+        if not (root / "labels.csv").is_file():
+            raise DataError(
+                f"{ELPV_ENV}={env}: no labels.csv there. Fix: point {ELPV_ENV} at a folder with the ELPV "
+                "labels.csv and images/, or unset it to use the elpv-dataset package."
+            )
+        return root
     spec = importlib.util.find_spec("elpv_dataset")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("package elpv-dataset is not installed. Fix: pip install elpv-dataset")
