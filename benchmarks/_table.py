@@ -24,8 +24,13 @@ def machine_description() -> str:
 
 
 def code_version() -> str:
-    """The commit the benchmark ran on (with '+dirty' when the tree had uncommitted changes)."""
+    """The commit the benchmark ran on (with '+dirty' when the tree had uncommitted changes).
+
+    $DEFECTMINE_CODE_VERSION stands in where the checkout has no .git (a copy sent to a GPU machine)."""
     import subprocess
+
+    if os.environ.get("DEFECTMINE_CODE_VERSION"):
+        return os.environ["DEFECTMINE_CODE_VERSION"]
 
     repo = Path(__file__).resolve().parents[1]
     try:
@@ -47,3 +52,21 @@ def replace_section(path: Path, key: str, heading: str, body: str) -> None:
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def run_in_parallel(function, jobs: list, n_jobs: int = 1) -> list:
+    """`[function(job) for job in jobs]`, with up to `n_jobs` running at once (threads that wait on
+    subprocesses). Results keep the order of `jobs`."""
+    if n_jobs <= 1:
+        return [function(job) for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(function, jobs))
+
+
+def subprocess_env(n_jobs: int = 1) -> dict:
+    """Environment for one benchmark subprocess: no display, and the CPU cores shared out among the
+    `n_jobs` processes running side by side (torch would otherwise start one thread per core in each)."""
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, n_jobs)))
+    return {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}

@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section  # noqa: E402
+from _table import machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, _mean_std  # noqa: E402  same settings as the FCDD rows
 
 RESULTS = REPO / "benchmarks" / "results" / "pretrain"
@@ -130,7 +130,7 @@ def run_one(job: dict) -> dict:
     return {**row, "auroc": metrics["test"]["auroc"], "f1": metrics["test"]["f1"], "auprc": metrics["test"]["auprc"]}
 
 
-def cached_run(job: dict) -> dict:
+def cached_run(job: dict, n_jobs: int = 1) -> dict:
     """The row of `job`, from benchmarks/results/pretrain/ when this exact job ran before."""
     # The weights' path is left out: the fingerprint identifies them, and a moved checkout keeps its cache.
     identity = {key: value for key, value in job.items() if key != "weights"}
@@ -141,7 +141,7 @@ def cached_run(job: dict) -> dict:
         return json.loads(path.read_text())
     started = time.time()
     proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], capture_output=True, text=True,
-                          env={**os.environ, "MPLBACKEND": "Agg"})
+                          env=subprocess_env(n_jobs))
     if proc.returncode:
         sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
     row = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -268,6 +268,7 @@ def main() -> None:
     parser.add_argument("--choose", action="store_true", help="Compare the pretraining methods instead.")
     parser.add_argument("--budget", type=float, default=900.0, help="--choose: pretraining CPU seconds per method.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+    parser.add_argument("--jobs", type=int, default=1, help="Detector fits running side by side.")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md.")
     args = parser.parse_args()
@@ -299,9 +300,10 @@ def main() -> None:
     info = pretrain_method(args.method, settings, epochs=args.pretrain_epochs)
     print(f"pretraining: {info['epochs']} epochs, {info['cpu_seconds']:.0f} CPU s, final loss {info['final_loss']:.4f}",
           flush=True)
-    rows = [cached_run(make_job(settings, dataset=d, detector=det, k=k, seed=s, variant=v,
-                                info=info if v == "ours" else None, backbone=info["backbone"]))
+    jobs = [make_job(settings, dataset=d, detector=det, k=k, seed=s, variant=v, info=info if v == "ours" else None,
+                     backbone=info["backbone"])
             for d in args.datasets for det in detectors for k in args.ks for s in seeds for v in ("scratch", "ours")]
+    rows = run_in_parallel(lambda job: cached_run(job, args.jobs), jobs, args.jobs)
     text = comparison_table(rows, info, command, settings)
     print(text)
     if not args.no_write:

@@ -1,0 +1,382 @@
+"""Our detectors beside anomalib's reference detectors, on the same fixed splits, machine and script run.
+
+Ours (from scratch, 128 px grayscale, the same budget for every one of them: 25 epochs, width 8):
+FCDD, LIAC (ACL as the paper intends, and as equation 11 is printed: the ablation), and the shared
+classifier with each of the seven imbalance losses - for K = 10, 40, 80 labelled anomalies, 3 seeds.
+The "best loss-baseline" of the side-by-side table is the loss with the best mean *validation* AUROC.
+
+anomalib's Padim, Patchcore, Stfpm, ReverseDistillation and Cflow (benchmarks/anomalib_peers.py, default
+backbones with `pre_trained=False`: no weights can be downloaded here) learn from the normal training
+images only, so K does not change them: one fit per dataset and seed, compared with ours at every K.
+
+Every model is scored by the same code: threshold by max F1 on val, metrics on test. Each fit runs in
+its own subprocess (clean peak RSS) and its row is kept in benchmarks/results/side_by_side/, so an
+interrupted run continues where it stopped. `--jobs N` runs N fits side by side (their fit times then
+share the machine; the scoring speeds come from a separate pass with nothing else running: `--speed`).
+
+    benchmarks/.venv/bin/python benchmarks/side_by_side.py --jobs 4      # everything (make bench-venv)
+    .venv/bin/python benchmarks/side_by_side.py --only ours              # ours only, no anomalib needed
+    benchmarks/.venv/bin/python benchmarks/side_by_side.py --report      # tables from the kept rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _table import machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
+from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, REFERENCE, _mean_std  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "side_by_side"
+DATASETS = ("magnetic_tile", "elpv")
+KS = (10, 40, 80)
+LOSSES = ("ce", "weighted_ce", "focal", "asymmetric", "lal", "el", "lil")
+PEERS = ("padim", "patchcore", "stfpm", "reverse_distillation", "cflow")
+PUBLISHED_F1 = {("magnetic_tile", 80): 0.936, ("elpv", 80): 0.690}  # LIAC paper, pretrained ResNet34
+TARGET_K = 40
+
+
+def our_models() -> dict[str, tuple[str, dict]]:
+    """Display name -> (registry name, parameters) of each of our contenders."""
+    models = {"FCDD": ("fcdd", {}), "LIAC": ("liac", {"acl": "intent"}),
+              "LIAC (ACL as printed)": ("liac", {"acl": "as_printed"})}
+    models.update({f"classifier/{loss}": ("classifier", {"loss": loss}) for loss in LOSSES})
+    return models
+
+
+# -- one fit (in a subprocess) -------------------------------------------------------------------
+def _arrays(dataset):
+    """(N, H, W, C) uint8 numpy images of an ImageDataset, the layout anomalib_peers takes."""
+    return dataset.raw_images().permute(0, 2, 3, 1).numpy()
+
+
+def _score_speed(score, images) -> dict:
+    """ms per image at batch 32 and 1 on up to 64 images, after one warm-up call each."""
+    sample = images[:64]
+    timings = {}
+    for batch in (32, 1):
+        score(sample[:batch], batch)
+        started = time.perf_counter()
+        score(sample, batch)
+        timings[f"ms_per_image_b{batch}"] = 1000 * (time.perf_counter() - started) / len(sample)
+    return timings
+
+
+def run_ours(job: dict) -> dict:
+    import torch
+
+    from defectmine.models.base import Scores
+    from defectmine.models.registry import create
+    from defectmine.workflow import RunConfig, evaluate_scores, prepare_data
+
+    registry_name, params = our_models()[job["model"]]
+    config = RunConfig(data=job["dataset"], detector=registry_name, k=job["k"], seed=job["seed"],
+                       image_size=IMAGE_SIZE, quiet=True)
+    data = prepare_data(config)
+    detector = create(registry_name, **{**DETECTOR_PARAMS, **params, "seed": job["seed"], "quiet": True,
+                                        **job.get("overrides", {})})
+    started = time.perf_counter()
+    detector.fit(data.normal, data.anomalous, val=data.val)
+    fit_seconds = time.perf_counter() - started
+    val_scores, test_scores = detector.score(data.val, maps=False), detector.score(data.test, maps=False)
+    metrics = evaluate_scores(config, data.val, Scores(val_scores.image), data.test, Scores(test_scores.image))
+
+    def score(images, batch):
+        detector.config.score_batch_size = batch
+        detector.score(images, maps=False)
+
+    speed = _score_speed(score, data.test.raw_images()) if job.get("speed") else {}
+    return _row(job, metrics, fit_seconds, speed, str(detector.device), torch.get_num_threads())
+
+
+def run_peer(job: dict) -> dict:
+    import numpy as np
+    import torch
+
+    import anomalib_peers
+    from defectmine.models.base import Scores
+    from defectmine.workflow import RunConfig, evaluate_scores, prepare_data
+
+    config = RunConfig(data=job["dataset"], k=0, seed=job["seed"], image_size=IMAGE_SIZE, quiet=True)
+    data = prepare_data(config)
+    result = anomalib_peers.run_peer(job["model"], _arrays(data.normal),
+                                     {"val": _arrays(data.val), "test": _arrays(data.test)},
+                                     seed=job["seed"], **job.get("overrides", {}))
+    scores = {name: np.asarray(values, dtype=np.float64) for name, values in result["scores"].items()}
+    metrics = evaluate_scores(config, data.val, Scores(scores["val"]), data.test, Scores(scores["test"]))
+    speed = {key: result[key] for key in ("ms_per_image_b32", "ms_per_image_b1")} if job.get("speed") else {}
+    row = _row(job, metrics, result["fit_seconds"], speed, result["params"].get("device", "?"),
+               torch.get_num_threads())
+    return {**row, "params": result["params"]}
+
+
+def _row(job: dict, metrics: dict, fit_seconds: float, speed: dict, device: str, threads: int) -> dict:
+    test, val = metrics["test"], metrics["val"]
+    return {**job, "auroc": test["auroc"], "auprc": test["auprc"], "f1": test["f1"], "accuracy": test["accuracy"],
+            "val_auroc": val["auroc"], "fit_seconds": fit_seconds, **speed,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "device": device, "threads": threads, "date": time.strftime("%Y-%m-%d")}
+
+
+# -- job bookkeeping -----------------------------------------------------------------------------
+def _path(job: dict) -> Path:
+    kind = "speed" if job.get("speed") else "fit"
+    k = "normal-only" if job["family"] == "anomalib" else f"k{job['k']}"
+    slug = job["model"].replace("/", "-").replace(" ", "_").replace("(", "").replace(")", "")
+    return RESULTS / job["dataset"] / f"{kind}-{slug}-{k}-s{job['seed']}.json"
+
+
+def cached(job: dict, n_jobs: int = 1) -> dict:
+    path = _path(job)
+    if path.is_file():
+        return json.loads(path.read_text())
+    started = time.time()
+    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], capture_output=True, text=True,
+                          env=subprocess_env(1 if job.get("speed") else n_jobs))
+    if proc.returncode:
+        print(f"FAILED {path.name}:\n{proc.stderr[-3000:]}", flush=True)
+        return {**job, "failed": proc.stderr[-500:]}
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["jobs"] = 1 if job.get("speed") else n_jobs
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=2))
+    print(f"{job['dataset']} {job['model']} K={job['k']} seed={job['seed']}{' speed' if job.get('speed') else ''}: "
+          f"AUROC {row['auroc']:.3f} F1 {row['f1']:.3f} ({time.time() - started:.0f} s)", flush=True)
+    return row
+
+
+def make_jobs(datasets, ks, seeds, only: str | None, models: list[str] | None) -> list[dict]:
+    jobs = []
+    for dataset in datasets:
+        if only != "anomalib":
+            for model in our_models():
+                if models and model not in models:
+                    continue
+                jobs += [{"family": "ours", "dataset": dataset, "model": model, "k": k, "seed": s}
+                         for k in ks for s in seeds]
+        if only != "ours":
+            jobs += [{"family": "anomalib", "dataset": dataset, "model": peer, "k": None, "seed": s}
+                     for peer in PEERS if not models or peer in models for s in seeds[:1]]
+    return jobs
+
+
+def speed_jobs(datasets, only: str | None) -> list[dict]:
+    """One scoring-speed fit per model family and dataset, run alone (1 epoch where training is by epochs:
+    the scoring cost does not depend on how long a model trained)."""
+    jobs = []
+    for dataset in datasets:
+        if only != "anomalib":
+            for model in ("FCDD", "LIAC", "classifier/ce"):
+                jobs.append({"family": "ours", "dataset": dataset, "model": model, "k": TARGET_K, "seed": 0,
+                             "speed": True, "overrides": {"epochs": 1}})
+        if only != "ours":
+            jobs += [{"family": "anomalib", "dataset": dataset, "model": peer, "k": None, "seed": 0, "speed": True,
+                      "overrides": {"epochs": 1}} for peer in PEERS]
+    return jobs
+
+
+# -- tables --------------------------------------------------------------------------------------
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def best_loss(rows: list[dict], dataset: str) -> str | None:
+    """The classifier loss with the best mean validation AUROC over every K and seed (never test)."""
+    means = {}
+    for loss in LOSSES:
+        group = [r for r in rows if r["dataset"] == dataset and r["model"] == f"classifier/{loss}"]
+        if group:
+            means[f"classifier/{loss}"] = _mean(group, "val_auroc")
+    return max(means, key=means.get) if means else None
+
+
+def _speed_of(speed_rows: list[dict], dataset: str, model: str) -> dict:
+    family = "classifier/ce" if model.startswith("classifier/") else "LIAC" if model.startswith("LIAC") else model
+    match = [r for r in speed_rows if r["dataset"] == dataset and r["model"] == family]
+    return match[0] if match else {}
+
+
+def _fmt(value, digits=3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -> list[str]:
+    loss = best_loss(rows, dataset)
+    ours = [m for m in ("FCDD", "LIAC", loss) if m]
+    lines = [
+        f"Best loss-baseline by mean validation AUROC: `{loss}`." if loss else "",
+        "",
+        "| model | K | seeds | test AUROC | test AUPRC | test F1 | test accuracy | fit s | ms/img b32 | ms/img b1 | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model in ours:
+        for k in KS:
+            group = [r for r in rows if r["dataset"] == dataset and r["model"] == model and r["k"] == k]
+            if not group:
+                continue
+            speed = _speed_of(speed_rows, dataset, model)
+            lines.append(
+                f"| {model} | {k} | {len(group)} | {_mean_std([r['auroc'] for r in group])} | "
+                f"{_mean_std([r['auprc'] for r in group])} | {_mean_std([r['f1'] for r in group])} | "
+                f"{_mean_std([r['accuracy'] for r in group])} | {_mean_std([r['fit_seconds'] for r in group], 1)} | "
+                f"{_fmt(speed.get('ms_per_image_b32'), 2)} | {_fmt(speed.get('ms_per_image_b1'), 2)} | "
+                f"{max(r['peak_rss_mb'] for r in group):.0f} |")
+    for peer in PEERS:
+        group = [r for r in rows if r["dataset"] == dataset and r["model"] == peer]
+        if not group:
+            continue
+        speed = _speed_of(speed_rows, dataset, peer)
+        r = group[0]
+        lines.append(
+            f"| anomalib {peer} | any (normal images only) | 1 | {_fmt(r['auroc'])} | {_fmt(r['auprc'])} | "
+            f"{_fmt(r['f1'])} | {_fmt(r['accuracy'])} | {r['fit_seconds']:.1f} | "
+            f"{_fmt(speed.get('ms_per_image_b32'), 2)} | {_fmt(speed.get('ms_per_image_b1'), 2)} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", *ratio_lines(rows, speed_rows, dataset, ours)]
+    return lines
+
+
+def ratio_lines(rows: list[dict], speed_rows: list[dict], dataset: str, ours: list[str]) -> list[str]:
+    """Our best detector at K = 40 (by mean validation AUROC) against each peer, and the targets."""
+    at_k = {m: [r for r in rows if r["dataset"] == dataset and r["model"] == m and r["k"] == TARGET_K] for m in ours}
+    at_k = {m: g for m, g in at_k.items() if g}
+    peers = {p: [r for r in rows if r["dataset"] == dataset and r["model"] == p][:1] for p in PEERS}
+    peers = {p: g[0] for p, g in peers.items() if g}
+    if not at_k or not peers:
+        return []
+    best = max(at_k, key=lambda m: _mean(at_k[m], "val_auroc"))
+    auroc, f1 = _mean(at_k[best], "auroc"), _mean(at_k[best], "f1")
+    our_speed = _speed_of(speed_rows, dataset, best)
+    lines = [f"Ratios at K = {TARGET_K}: ours = {best} (best mean validation AUROC at K = {TARGET_K}); "
+             "quality ratio = ours / peer; speed ratio = peer ms / our ms (above 1: ours is faster).", "",
+             "| peer | AUROC ratio | F1 ratio | fit-time ratio | speed ratio b32 | speed ratio b1 |", "|---|---|---|---|---|---|"]
+    for peer, r in peers.items():
+        peer_speed = _speed_of(speed_rows, dataset, peer)
+        ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
+        lines.append(f"| {peer} | {ratio(auroc, r['auroc'])} | {ratio(f1, r['f1'])} | "
+                     f"{ratio(r['fit_seconds'], _mean(at_k[best], 'fit_seconds'))} | "
+                     f"{ratio(peer_speed.get('ms_per_image_b32'), our_speed.get('ms_per_image_b32'))} | "
+                     f"{ratio(peer_speed.get('ms_per_image_b1'), our_speed.get('ms_per_image_b1'))} |")
+    best_peer_auroc = max(r["auroc"] for r in peers.values())
+    best_peer_f1 = max(r["f1"] for r in peers.values())
+    fastest = min((s for p in peers if (s := _speed_of(speed_rows, dataset, p).get("ms_per_image_b32"))), default=None)
+    ours_ms = our_speed.get("ms_per_image_b32")
+    verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    lines += ["",
+              f"Target at K = {TARGET_K} (beat every peer on AUROC and F1, score at least as fast as the fastest): "
+              f"AUROC {auroc:.3f} vs best peer {best_peer_auroc:.3f} ({auroc - best_peer_auroc:+.3f}, "
+              f"{verdict(auroc > best_peer_auroc)}); F1 {f1:.3f} vs {best_peer_f1:.3f} ({f1 - best_peer_f1:+.3f}, "
+              f"{verdict(f1 > best_peer_f1)}); "
+              + (f"speed {ours_ms:.2f} vs fastest peer {fastest:.2f} ms/img at batch 32 ({verdict(ours_ms <= fastest)})."
+                 if ours_ms and fastest else "speed not measured.")]
+    k80 = {m: [r for r in rows if r["dataset"] == dataset and r["model"] == m and r["k"] == 80] for m in ours}
+    k80 = {m: g for m, g in k80.items() if g}
+    if k80 and (dataset, 80) in REFERENCE:
+        best80 = max(k80, key=lambda m: _mean(k80[m], "val_auroc"))
+        a80, f80 = _mean(k80[best80], "auroc"), _mean(k80[best80], "f1")
+        ref_a, ref_f = REFERENCE[(dataset, 80)], PUBLISHED_F1[(dataset, 80)]
+        lines.append(f"At K = 80 ({best80}): AUROC {a80:.3f} vs the LIAC paper's pretrained {ref_a} ({a80 - ref_a:+.3f}); "
+                     f"F1 {f80:.3f} vs {ref_f} ({f80 - ref_f:+.3f}).")
+    return lines
+
+
+def few_label_table(rows: list[dict], dataset: str) -> list[str]:
+    lines = ["| model | " + " | ".join(f"K={k} AUROC | K={k} F1" for k in KS) + " | mean val AUROC |",
+             "|---|" + "---|---|" * len(KS) + "---|"]
+    for model in our_models():
+        group = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
+        if not group:
+            continue
+        cells = []
+        for k in KS:
+            at = [r for r in group if r["k"] == k]
+            cells += [_mean_std([r["auroc"] for r in at]) if at else "-", _mean_std([r["f1"] for r in at]) if at else "-"]
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {_fmt(_mean(group, 'val_auroc'))} |")
+    intent = {(r["k"], r["seed"]): r["auroc"] for r in rows if r["dataset"] == dataset and r["model"] == "LIAC"}
+    printed = {(r["k"], r["seed"]): r["auroc"] for r in rows
+               if r["dataset"] == dataset and r["model"] == "LIAC (ACL as printed)"}
+    paired = sorted(set(intent) & set(printed))
+    if paired:
+        deltas = {k: [intent[(kk, s)] - printed[(kk, s)] for kk, s in paired if kk == k] for k in KS}
+        lines += ["", "ACL ablation, paired by K and seed (test AUROC, intent − as printed): " + "; ".join(
+            f"K={k}: {_mean_std(d)}" for k, d in deltas.items() if d) + "."]
+    return lines
+
+
+def report(rows: list[dict], speed_rows: list[dict], command: str) -> tuple[str, str]:
+    machines = sorted({r.get("machine", "?") for r in rows + speed_rows})
+    dates = sorted({r.get("date", "?") for r in rows + speed_rows})
+    jobs = sorted({r.get("jobs", 1) for r in rows})
+    header = [f"Command: `{command}`  ",
+              f"Date: {', '.join(dates)}; machine: {'; '.join(machines)}  ",
+              f"Settings: {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, fixed splits; ours from scratch (backbone `cnn`, width "
+              f"{DETECTOR_PARAMS['width']}, {DETECTOR_PARAMS['epochs']} epochs, lr {DETECTOR_PARAMS['lr']}, batch "
+              f"{DETECTOR_PARAMS['batch_size']}); anomalib 2.7 models with their default backbones and "
+              "`pre_trained=False`; threshold max-F1 on val, metrics on test. Fit times: up to "
+              f"{max(jobs)} fits ran side by side. Scoring speeds: a separate pass, one model at a time.", ""]
+    side, few = list(header), list(header)
+    for dataset in DATASETS:
+        if not any(r["dataset"] == dataset for r in rows):
+            continue
+        side += [f"### {dataset}", "", *side_by_side_table(rows, speed_rows, dataset), ""]
+        few += [f"### {dataset}", "", *few_label_table(rows, dataset), ""]
+    return "\n".join(side), "\n".join(few)
+
+
+def load_rows() -> tuple[list[dict], list[dict]]:
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/*.json"))]
+    return [r for r in rows if not r.get("speed")], [r for r in rows if r.get("speed")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--ks", nargs="+", type=int, default=list(KS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--only", choices=["ours", "anomalib"], help="Run one side only.")
+    parser.add_argument("--models", nargs="+", help="Only these models (display names or peer names).")
+    parser.add_argument("--jobs", type=int, default=1, help="Fits running side by side.")
+    parser.add_argument("--speed", action="store_true", help="Also run the scoring-speed pass (one at a time).")
+    parser.add_argument("--epochs", type=int, help="Smoke runs: train every model this many epochs "
+                        "(rows go to runs/bench/, BENCHMARKS.md is not touched).")
+    parser.add_argument("--report", action="store_true", help="Only write the tables from the kept rows.")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md.")
+    args = parser.parse_args()
+
+    if args.one:
+        job = json.loads(args.one)
+        row = run_peer(job) if job["family"] == "anomalib" else run_ours(job)
+        print(json.dumps({**row, "machine": machine_description()}))
+        return
+    if not args.report:
+        jobs = make_jobs(args.datasets, args.ks, args.seeds, args.only, args.models)
+        if args.epochs:  # smoke runs: keep their rows away from the real ones
+            global RESULTS
+            RESULTS = REPO / "runs" / "bench" / f"side_by_side-epochs{args.epochs}"
+            for job in jobs:
+                job["overrides"] = {"epochs": args.epochs}
+        results = run_in_parallel(lambda job: cached(job, args.jobs), jobs, args.jobs)
+        if args.speed:
+            results += [cached(job) for job in speed_jobs(args.datasets, args.only)]
+        failed = [r for r in results if r.get("failed")]
+        if failed:
+            sys.exit(f"{len(failed)} fit(s) failed; see above.")
+    rows, speed_rows = load_rows()
+    command = ("python benchmarks/side_by_side.py " + " ".join(sys.argv[1:])).strip()
+    side, few = report(rows, speed_rows, command)
+    print(side, few, sep="\n\n")
+    if not (args.no_write or args.epochs):
+        replace_section(REPO / "BENCHMARKS.md", "side-by-side", "Side by side with anomalib (issue 3)", side)
+        replace_section(REPO / "BENCHMARKS.md", "few-label", "Few labelled defects: losses and the ACL ablation", few)
+
+
+if __name__ == "__main__":
+    main()
