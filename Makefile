@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean bench-venv
 
 install: $(STAMP)
 
@@ -23,3 +23,15 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Benchmark-only venv with anomalib's reference detectors (benchmarks/anomalib_peers.py); anomalib is
+# never a dependency of defectmine itself. torch/torchvision are installed first, pinned to the pair
+# that installs on our dev boxes, so that resolving anomalib's requirements cannot pull another torch.
+BENCH_VENV ?= benchmarks/.venv
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+bench-venv:
+	@test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install $(BENCH_TORCH)
+	$(BENCH_PY) -m pip install -e . -r benchmarks/requirements-anomalib.txt
