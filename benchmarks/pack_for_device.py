@@ -57,6 +57,7 @@ def pack(out: Path, size: int) -> None:
             writer.writeheader()
             writer.writerows(rows)
     shutil.copy(sources["elpv"] / "labels.csv", targets["elpv"] / "labels.csv")
+    shutil.copy(shared / "splits" / "README.md", out / "shared" / "splits" / "README.md")
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {out} ({total / 2**20:.1f} MiB)")
 
