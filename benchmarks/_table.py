@@ -67,6 +67,7 @@ def run_in_parallel(function, jobs: list, n_jobs: int = 1) -> list:
 
 def subprocess_env(n_jobs: int = 1) -> dict:
     """Environment for one benchmark subprocess: no display, and the CPU cores shared out among the
-    `n_jobs` processes running side by side (torch would otherwise start one thread per core in each)."""
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, n_jobs)))
+    `n_jobs` processes running side by side (torch would otherwise start one thread per core in each),
+    unless OMP_NUM_THREADS is set already."""
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, n_jobs)))
     return {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}

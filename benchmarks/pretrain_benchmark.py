@@ -130,8 +130,9 @@ def run_one(job: dict) -> dict:
     return {**row, "auroc": metrics["test"]["auroc"], "f1": metrics["test"]["f1"], "auprc": metrics["test"]["auprc"]}
 
 
-def cached_run(job: dict, n_jobs: int = 1) -> dict:
-    """The row of `job`, from benchmarks/results/pretrain/ when this exact job ran before."""
+def cached_run(job: dict, n_jobs: int = 1, *, run: bool = True) -> dict | None:
+    """The row of `job`, from benchmarks/results/pretrain/ when this exact job ran before (else run it,
+    or None with run=False)."""
     # The weights' path is left out: the fingerprint identifies them, and a moved checkout keeps its cache.
     identity = {key: value for key, value in job.items() if key != "weights"}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
@@ -139,6 +140,8 @@ def cached_run(job: dict, n_jobs: int = 1) -> dict:
     path = RESULTS / name
     if path.is_file():
         return json.loads(path.read_text())
+    if not run:
+        return None
     started = time.time()
     proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], capture_output=True, text=True,
                           env=subprocess_env(n_jobs))
@@ -190,8 +193,8 @@ def _paired(rows: dict, metric: str) -> tuple[str, str, str, float | None]:
     scratch = [rows["scratch"][s][metric] for s in seeds]
     ours = [rows["ours"][s][metric] for s in seeds]
     gains = [o - s for o, s in zip(ours, scratch) if o is not None and s is not None]
-    if not gains:
-        return _mean_std(scratch), _mean_std(ours), "n/a", None
+    if not gains:  # no seed with both variants yet (a partial --report)
+        return "-", "-", "n/a", None
     mean_gain = sum(gains) / len(gains)
     spread = _mean_std(gains).partition(" ± ")[2]  # empty for a single seed: no spread to show
     difference = f"{mean_gain:+.3f}" + (f" ± {spread}" if spread else "")
@@ -269,6 +272,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=900.0, help="--choose: pretraining CPU seconds per method.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     parser.add_argument("--jobs", type=int, default=1, help="Detector fits running side by side.")
+    parser.add_argument("--report", action="store_true", help="Only tabulate the rows that ran already.")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md.")
     args = parser.parse_args()
@@ -303,7 +307,8 @@ def main() -> None:
     jobs = [make_job(settings, dataset=d, detector=det, k=k, seed=s, variant=v, info=info if v == "ours" else None,
                      backbone=info["backbone"])
             for d in args.datasets for det in detectors for k in args.ks for s in seeds for v in ("scratch", "ours")]
-    rows = run_in_parallel(lambda job: cached_run(job, args.jobs), jobs, args.jobs)
+    rows = run_in_parallel(lambda job: cached_run(job, args.jobs, run=not args.report), jobs, args.jobs)
+    rows = [row for row in rows if row is not None]
     text = comparison_table(rows, info, command, settings)
     print(text)
     if not args.no_write:
