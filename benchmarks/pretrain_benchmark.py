@@ -261,6 +261,8 @@ def main() -> None:
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="Pretraining method.")
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--fit-datasets", nargs="+", choices=DATASETS,
+                        help="Fit detectors on these only (default: --datasets, which pretraining always uses).")
     parser.add_argument("--detectors", nargs="+", default=None,
                         help="Default: fcdd and the first registered of " + ", ".join(FEW_LABEL_DETECTORS) + ".")
     parser.add_argument("--ks", nargs="+", type=int, default=[0, 10, 40, 80])
@@ -306,7 +308,8 @@ def main() -> None:
           flush=True)
     jobs = [make_job(settings, dataset=d, detector=det, k=k, seed=s, variant=v, info=info if v == "ours" else None,
                      backbone=info["backbone"])
-            for d in args.datasets for det in detectors for k in args.ks for s in seeds for v in ("scratch", "ours")]
+            for d in args.fit_datasets or args.datasets for det in detectors for k in args.ks for s in seeds
+            for v in ("scratch", "ours")]
     rows = run_in_parallel(lambda job: cached_run(job, args.jobs, run=not args.report), jobs, args.jobs)
     rows = [row for row in rows if row is not None]
     text = comparison_table(rows, info, command, settings)

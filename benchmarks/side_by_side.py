@@ -226,8 +226,11 @@ def _fmt(value, digits=3) -> str:
 def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -> list[str]:
     loss = best_loss(rows, dataset)
     ours = [m for m in ("FCDD", "LIAC", loss) if m]
+    missing = [name for name in LOSSES if not any(r["dataset"] == dataset and r["model"] == f"classifier/{name}"
+                                                  for r in rows)]
     lines = [
-        f"Best loss-baseline by mean validation AUROC: `{loss}`." if loss else "",
+        (f"Best loss-baseline by mean validation AUROC: `{loss}`." if loss else "")
+        + (f" Not run on this dataset yet (so not in the choice): {', '.join(missing)}." if missing else ""),
         "",
         "| model | K | seeds | test AUROC | test AUPRC | test F1 | test accuracy | fit s | ms/img b32 | ms/img b1 | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -254,6 +257,12 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
             f"| anomalib {peer}{_epochs_note(r)} | any (normal images only) | 1 | {_fmt(r['auroc'])} | {_fmt(r['auprc'])} | "
             f"{_fmt(r['f1'])} | {_fmt(r['accuracy'])} | {r['fit_seconds']:.1f} | "
             f"{_fmt(speed.get('ms_per_image_b32'), 2)} | {_fmt(speed.get('ms_per_image_b1'), 2)} | {r['peak_rss_mb']:.0f} |")
+    trivial = _flag_everything_f1(dataset)
+    if trivial is not None:
+        lines += ["", f"For scale: flagging every test image as anomalous gives F1 {trivial:.3f} on this split."]
+    absent = [peer for peer in PEERS if not any(r["dataset"] == dataset and r["model"] == peer for r in rows)]
+    if absent:
+        lines += ["", f"anomalib peers not run on this dataset yet: {', '.join(absent)}."]
     lines += ["", *ratio_lines(rows, speed_rows, dataset, ours)]
     return lines
 
@@ -261,6 +270,19 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
 def _epochs_note(row: dict) -> str:
     epochs = row.get("overrides", {}).get("epochs")
     return f" ({epochs} epoch{'s' if epochs != 1 else ''})" if epochs else ""
+
+
+def _flag_everything_f1(dataset: str) -> float | None:
+    """F1 of the trivial detector that calls every test image anomalous: 2p / (1 + p), p the anomalous share."""
+    from defectmine.data import fixed_split
+    from defectmine.errors import DataError
+
+    try:
+        test = [r for r in fixed_split(dataset) if r.split == "test"]
+    except DataError:
+        return None
+    share = sum(r.is_anomalous for r in test) / len(test)
+    return 2 * share / (1 + share)
 
 
 def ratio_lines(rows: list[dict], speed_rows: list[dict], dataset: str, ours: list[str]) -> list[str]:
