@@ -122,6 +122,7 @@ def run_one(job: dict) -> dict:
     started = time.process_time()
     detector.fit(data.normal, data.anomalous, val=None if job["choose"] else data.val)
     row = {**job, "fit_cpu_seconds": time.process_time() - started, "threads": torch.get_num_threads(),
+           "machine": machine_description(),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     val_scores = detector.score(data.val)
     if job["choose"]:
@@ -201,11 +202,21 @@ def _paired(rows: dict, metric: str) -> tuple[str, str, str, float | None]:
     return _mean_std(scratch), _mean_std(ours), difference, mean_gain
 
 
+def _machines_line(rows: list[dict]) -> str:
+    """Which machine each dataset's rows ran on (rows are kept across runs and machines)."""
+    by_dataset: dict[str, set] = {}
+    for row in rows:
+        by_dataset.setdefault(row["dataset"], set()).add(row.get("machine", "not recorded"))
+    return "Rows ran on: " + "; ".join(f"{d}: {' and '.join(sorted(m))}" for d, m in sorted(by_dataset.items())) + ".  "
+
+
 def comparison_table(rows: list[dict], info: dict, command: str, settings: dict) -> str:
-    lines = _header(command, settings, f"`{info['backbone']}`") + [
+    lines = _header(command, settings, f"`{info['backbone']}`") + [_machines_line(rows)] + [
         f"Pretraining: `{info['method']}` ({_recipe_line(info)}), {info['epochs']} epochs on {info['n_images']} "
         f"unlabelled training images of {info['source']} (no val/test images), {info['cpu_seconds']:.0f} CPU s "
-        f"({info['wall_seconds']:.0f} s wall, {info['threads']} threads), final loss {info['final_loss']:.4f}.  ",
+        f"({info['wall_seconds']:.0f} s wall, {info['threads']} threads, on {info.get('device', '?')}"
+        f"{' ' + info['versions']['cuda'] if info.get('versions', {}).get('cuda') else ''}), "
+        f"final loss {info['final_loss']:.4f}.  ",
         f"Test metrics, threshold max-F1 on val, mean ± std over seeds; Δ = ours − scratch per seed. Target: Δ AUROC "
         f"≥ {TARGET_GAIN} at K = {' and '.join(map(str, TARGET_KS))}.",
         "",

@@ -84,6 +84,8 @@ def test_a_second_call_continues_from_the_last_epoch(images, tmp_path):
         torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-4, atol=1e-5)
     again = pretrain(images, out_dir=tmp_path / "run", method="mim", epochs=2, **TINY)
     assert again.start_epoch == 2 and again.history == second.history  # finished: nothing left to train
+    # ... and its record (where and when it ran) is left as written, not re-stamped by this machine
+    assert again.info == second.info and [s["epochs"] for s in second.info["stretches"]] == [[0, 1], [1, 2]]
 
 
 def test_resuming_with_other_settings_is_refused(outputs, images):

@@ -147,6 +147,10 @@ def pretrain(
         )
         return f"(checkpoint: epoch {progress['epoch']})"
 
+    recorded = _read_info(out_dir)
+    if epochs <= done and recorded is not None and recorded.get("epochs") == len(history):
+        # Finished earlier: keep its record (device, timings, versions) - it may have run on another machine.
+        return PretrainResult(out_dir, out_dir / BACKBONE_FILE, recorded, history, start_epoch)
     if epochs > done:
         resumed = f", from epoch {done + 1}" if done else ""
         train_epochs(
@@ -156,6 +160,10 @@ def pretrain(
         )
     from defectmine.workflow import environment  # the versions every run records
 
+    versions = environment()
+    # Where each stretch of epochs ran: a resumed run may have moved between machines.
+    stretch = {"epochs": [done, len(history)], "device": str(torch_device), "threads": torch.get_num_threads(),
+               "cuda": versions["cuda"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     info = {
         **run,
         "recipe": network.recipe(),
@@ -171,11 +179,19 @@ def pretrain(
         "source": source,
         "load_with": f"build_backbone({backbone!r}, {spec.channels}, stride={stride}, width={width}, "
                      f"weights={str(out_dir / BACKBONE_FILE)!r})",
-        "versions": environment(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions,
+        "created": stretch["created"],
+        "stretches": [*(recorded or {}).get("stretches", []), stretch] if done else [stretch],
     }
     weights = save_backbone(network.backbone, out_dir, info)
     return PretrainResult(out_dir, weights, info, history, start_epoch)
+
+
+def _read_info(out_dir: Path) -> dict | None:
+    try:
+        return json.loads((out_dir / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def save_backbone(module: torch.nn.Module, out_dir: Path, info: dict) -> Path:
