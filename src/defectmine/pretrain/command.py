@@ -87,8 +87,9 @@ def pretrain_command(
     weights with the same backbone, width, stride, channels and image size (the defaults match FCDD's),
     e.g. `defectmine fit DATA --backbone-weights OUT/backbone.safetensors`.
 
-    Methods: mim (masked image modelling, CNN; the default), mae (masked autoencoder, backbone
-    vit_tiny) and simsiam (siamese views, CNN); `benchmarks/pretrain_benchmark.py --choose` compares them. --init-weights starts from earlier
+    Methods: simsiam (siamese views, CNN; the default, chosen by `benchmarks/pretrain_benchmark.py
+    --choose`), mim (masked image modelling, CNN) and mae (masked autoencoder, backbone vit_tiny).
+    --init-weights starts from earlier
     weights (a file, an earlier OUT folder, or "pretrained" for a timm backbone): hierarchical
     pretraining, from broad data to the images of the task.
     """
