@@ -326,7 +326,8 @@ def main() -> None:
     text = comparison_table(rows, info, command, settings)
     print(text)
     if not args.no_write:
-        replace_section(REPO / "BENCHMARKS.md", "pretrain", "Self-supervised pretraining: our weights vs scratch", text)
+        replace_section(REPO / "BENCHMARKS.md", f"pretrain-{args.method}",
+                        f"Self-supervised pretraining ({args.method}): our weights vs scratch", text)
 
 
 if __name__ == "__main__":
