@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 from pathlib import Path
 
 
@@ -71,3 +72,23 @@ def subprocess_env(n_jobs: int = 1) -> dict:
     unless OMP_NUM_THREADS is set already."""
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, n_jobs)))
     return {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+SPEED_SAMPLE = 64  # images timed for ms_per_image_*
+
+
+def score_speed(score, images, sync=None) -> dict:
+    """Milliseconds per image of `score(images, batch_size)` at batch 32 and at batch 1, on up to
+    SPEED_SAMPLE images, each after one warm-up call. `sync()` (e.g. torch.cuda.synchronize) runs
+    before each clock reading so that queued GPU work is counted."""
+    sample = images[:SPEED_SAMPLE]
+    sync = sync or (lambda: None)
+    timings = {}
+    for batch in (32, 1):
+        score(sample[:batch], batch)
+        sync()
+        started = time.perf_counter()
+        score(sample, batch)
+        sync()
+        timings[f"ms_per_image_b{batch}"] = 1000 * (time.perf_counter() - started) / len(sample)
+    return timings

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _table import SPEED_SAMPLE, score_speed  # benchmarks/ is on sys.path: as a script or via side_by_side
+
 PEERS = ("padim", "patchcore", "stfpm", "reverse_distillation", "cflow")
 
 # anomalib class per peer name.
@@ -52,7 +54,6 @@ DEFAULT_EPOCHS = {"padim": 1, "patchcore": 1, "stfpm": 25, "reverse_distillation
 _MEMORY_BANK = frozenset({"padim", "patchcore"})
 
 TRAIN_BATCH_SIZE = 32  # anomalib's datamodules default to 32 too
-SPEED_SAMPLE = 64  # images timed for ms_per_image_*, as in benchmarks/fcdd_benchmark.py
 
 # ImageNet statistics: what anomalib's own PreProcessor normalises with (timm backbones expect it).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -197,20 +198,13 @@ def _run(name, train, score_sets, *, seed, device, epochs, progress, backbone) -
     sample = next(iter(score_sets.values()))[:SPEED_SAMPLE]
     if len(sample) == 0:  # an empty first set: time on training images instead of not at all
         sample = train[:SPEED_SAMPLE]
-    timings = {}
-    for batch in (32, 1):
-        _score(model, sample[:batch], dev, batch_size=batch)  # warm-up
-        _sync(dev)
-        t0 = time.perf_counter()
-        _score(model, sample, dev, batch_size=batch)
-        _sync(dev)
-        timings[batch] = 1000 * (time.perf_counter() - t0) / len(sample)
+    timings = score_speed(lambda images, batch: _score(model, images, dev, batch_size=batch), sample,
+                          sync=lambda: _sync(dev))
 
     return {
         "scores": scores,
         "fit_seconds": fit_seconds,
-        "ms_per_image_b32": timings[32],
-        "ms_per_image_b1": timings[1],
+        **timings,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": {
             "peer": name, "anomalib_class": _CLASSES[name], "backbone": backbone or _default_backbone(name),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section  # noqa: E402
+from _table import machine_description, replace_section, score_speed  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "fcdd"
 # The same settings as the demo, so the demo's numbers and these rows describe one model.
@@ -47,21 +47,18 @@ def run_one(dataset: str, k: int, seed: int, out: Path, synthetic: str = "auto")
     from defectmine.workflow import prepare_data
 
     test = prepare_data(config).test
-    sample = test.raw_images()[:64]
-    timings = {}
-    for batch in (32, 1):
+    def score(images, batch):
         detector.config.score_batch_size = batch
-        detector.score(sample[:batch], maps=False)  # warm-up
-        started = time.perf_counter()
-        detector.score(sample, maps=False)
-        timings[batch] = 1000 * (time.perf_counter() - started) / len(sample)
+        detector.score(images, maps=False)
+
+    timings = score_speed(score, test.raw_images())
     pixel = metrics.get("test_pixel") or {}
     return {
         "dataset": dataset, "k": k, "seed": seed,
         "auroc": metrics["test"]["auroc"], "auprc": metrics["test"]["auprc"], "f1": metrics["test"]["f1"],
         "pixel_auroc": pixel.get("pixel_auroc"), "aupro": pixel.get("aupro"),
         "fit_seconds": metrics["timing"]["fit_seconds"],
-        "ms_per_image_b32": timings[32], "ms_per_image_b1": timings[1],
+        **timings,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "best_epoch": metrics["training"]["best_epoch"], "synthetic": metrics["training"]["synthetic"],
         "device": str(detector.device), "threads": torch.get_num_threads(),

@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
+from _table import machine_description, replace_section, run_in_parallel, score_speed, subprocess_env  # noqa: E402
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, REFERENCE, _mean_std  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "side_by_side"
@@ -62,18 +62,6 @@ def _arrays(dataset):
     return dataset.raw_images().permute(0, 2, 3, 1).numpy()
 
 
-def _score_speed(score, images) -> dict:
-    """ms per image at batch 32 and 1 on up to 64 images, after one warm-up call each."""
-    sample = images[:64]
-    timings = {}
-    for batch in (32, 1):
-        score(sample[:batch], batch)
-        started = time.perf_counter()
-        score(sample, batch)
-        timings[f"ms_per_image_b{batch}"] = 1000 * (time.perf_counter() - started) / len(sample)
-    return timings
-
-
 def run_ours(job: dict) -> dict:
     import torch
 
@@ -97,7 +85,7 @@ def run_ours(job: dict) -> dict:
         detector.config.score_batch_size = batch
         detector.score(images, maps=False)
 
-    speed = _score_speed(score, data.test.raw_images()) if job.get("speed") else {}
+    speed = score_speed(score, data.test.raw_images()) if job.get("speed") else {}
     return _row(job, metrics, fit_seconds, speed, str(detector.device), torch.get_num_threads())
 
 
@@ -132,15 +120,15 @@ def _row(job: dict, metrics: dict, fit_seconds: float, speed: dict, device: str,
 
 
 # -- job bookkeeping -----------------------------------------------------------------------------
-def _path(job: dict) -> Path:
+def _path(job: dict, root: Path) -> Path:
     kind = "speed" if job.get("speed") else "fit"
     k = "normal-only" if job["family"] == "anomalib" else f"k{job['k']}"
     slug = job["model"].replace("/", "-").replace(" ", "_").replace("(", "").replace(")", "")
-    return RESULTS / job["dataset"] / f"{kind}-{slug}-{k}-s{job['seed']}.json"
+    return root / job["dataset"] / f"{kind}-{slug}-{k}-s{job['seed']}.json"
 
 
-def cached(job: dict, n_jobs: int = 1) -> dict:
-    path = _path(job)
+def cached(job: dict, root: Path, n_jobs: int = 1) -> dict:
+    path = _path(job, root)
     if path.is_file():
         return json.loads(path.read_text())
     started = time.time()
@@ -378,8 +366,8 @@ def report(rows: list[dict], speed_rows: list[dict], command: str) -> tuple[str,
     return "\n".join(side), "\n".join(few)
 
 
-def load_rows() -> tuple[list[dict], list[dict]]:
-    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/*.json"))]
+def load_rows(root: Path = RESULTS) -> tuple[list[dict], list[dict]]:
+    rows = [json.loads(p.read_text()) for p in sorted(root.glob("*/*.json"))]
     return [r for r in rows if not r.get("speed")], [r for r in rows if r.get("speed")]
 
 
@@ -406,21 +394,21 @@ def main() -> None:
         row = run_peer(job) if job["family"] == "anomalib" else run_ours(job)
         print(json.dumps({**row, "machine": machine_description()}))
         return
+    # Smoke runs keep their rows away from the real ones.
+    root = REPO / "runs" / "bench" / f"side_by_side-epochs{args.epochs}" if args.epochs else RESULTS
     if not args.report:
         jobs = make_jobs(args.datasets, args.ks, args.seeds, args.only, args.models)
-        if args.epochs:  # smoke runs: keep their rows away from the real ones
-            global RESULTS
-            RESULTS = REPO / "runs" / "bench" / f"side_by_side-epochs{args.epochs}"
+        if args.epochs:
             for job in jobs:
                 job["overrides"] = {"epochs": args.epochs}
         jobs.sort(key=lambda job: job["family"] != "anomalib")  # the longest fits start first
-        results = run_in_parallel(lambda job: cached(job, args.jobs), jobs, args.jobs)
+        results = run_in_parallel(lambda job: cached(job, root, args.jobs), jobs, args.jobs)
         if args.speed:
-            results += [cached(job) for job in speed_jobs(args.speed_datasets or args.datasets, args.only, args.models)]
+            results += [cached(job, root) for job in speed_jobs(args.speed_datasets or args.datasets, args.only, args.models)]
         failed = [r for r in results if r.get("failed")]
         if failed:
             sys.exit(f"{len(failed)} fit(s) failed; see above.")
-    rows, speed_rows = load_rows()
+    rows, speed_rows = load_rows(root)
     command = ("python benchmarks/side_by_side.py " + " ".join(sys.argv[1:])).strip()
     side, few = report(rows, speed_rows, command)
     print(side, few, sep="\n\n")
