@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,8 +31,6 @@ def code_version() -> str:
     """The commit the benchmark ran on (with '+dirty' when the tree had uncommitted changes).
 
     $DEFECTMINE_CODE_VERSION stands in where the checkout has no .git (a copy sent to a GPU machine)."""
-    import subprocess
-
     if os.environ.get("DEFECTMINE_CODE_VERSION"):
         return os.environ["DEFECTMINE_CODE_VERSION"]
 
@@ -72,6 +73,25 @@ def subprocess_env(n_jobs: int = 1) -> dict:
     unless OMP_NUM_THREADS is set already."""
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, n_jobs)))
     return {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+class FitFailed(RuntimeError):
+    """A benchmark subprocess exited with an error; the message ends with its stderr."""
+
+
+def kept_row(path: Path, script: str, args: list[str], env: dict, extra: dict | None = None) -> tuple[dict, bool]:
+    """The row of one configuration, and whether it ran now: read from `path` when it ran before, else
+    `python script *args` runs in a subprocess (its last stdout line is the row as JSON; `extra` is added
+    to it) and the row is kept at `path`, so that an interrupted benchmark continues where it stopped."""
+    if path.is_file():
+        return json.loads(path.read_text()), False
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise FitFailed(f"{path.name} failed:\n{proc.stderr[-3000:]}")
+    row = {**json.loads(proc.stdout.strip().splitlines()[-1]), **(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=2))
+    return row, True
 
 
 SPEED_SAMPLE = 64  # images timed for ms_per_image_*

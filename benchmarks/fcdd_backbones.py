@@ -6,7 +6,8 @@ anomalies (K) and seeds; none has pretrained weights (none can be downloaded her
 backbone against a from-scratch CNN would compare weights, not architectures). timm backbones are cut at
 the stage nearest output stride 8, the paper's 28x28 map at 224x224. Each (dataset, backbone, seed) runs
 in its own subprocess so that peak RSS is per configuration. Writes raw JSON per run to
-benchmarks/results/fcdd_backbones/ and the table between the fcdd-backbones markers of BENCHMARKS.md.
+benchmarks/results/fcdd_backbones/ (a configuration found there is not fitted again, so an interrupted
+run continues) and the table between the fcdd-backbones markers of BENCHMARKS.md.
 
     .venv/bin/python benchmarks/fcdd_backbones.py                                   # both sets, K=80, seed 0
     .venv/bin/python benchmarks/fcdd_backbones.py --datasets elpv --k 40 --seeds 0 1 2
@@ -18,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section  # noqa: E402
+from _table import FitFailed, kept_row, machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
 # The FCDD benchmark's settings (its `cnn` row at K = 80 is this table's `cnn` row).
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE  # noqa: E402
 
@@ -77,7 +76,8 @@ def table(rows: list[dict], args, command: str) -> str:
         f"{DETECTOR_PARAMS['width']}); "
         f"{args.image_size}x{args.image_size} grayscale, {args.epochs} epochs, batch {DETECTOR_PARAMS['batch_size']}, "
         f"lr {DETECTOR_PARAMS['lr']}, K = {args.k} labelled anomalies; threshold max-F1 on val; metrics on test; "
-        "mean ± std over seeds; ms/img: scoring val+test with maps, batch 64.",
+        "mean ± std over seeds; ms/img: scoring val+test with maps, batch 64; fits ran "
+        f"{max(r.get('jobs', 1) for r in rows)} at a time at most (fit s and ms/img are measured under that load).",
         "",
         "| dataset | backbone | params (M) | map | seeds | test AUROC | test AUPRC | test F1 | precision | recall "
         "| pixel AUROC | fit s | ms/img | peak RSS MB |",
@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=DETECTOR_PARAMS["epochs"])
     parser.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="Fits running side by side (the table's fit times are then measured under that load).")
     parser.add_argument("--one", nargs=3, metavar=("DATASET", "BACKBONE", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md or benchmarks/results/.")
     args = parser.parse_args()
@@ -121,24 +123,24 @@ def main() -> None:
         print(json.dumps(run_one(dataset, backbone, args.k, seed, args.epochs, args.image_size, args.device)))
         return
 
-    rows = []
-    for dataset in args.datasets:
-        for backbone in args.backbones:
-            for seed in args.seeds:
-                started = time.time()
-                command = [sys.executable, __file__, "--one", dataset, backbone, str(seed), "--k", str(args.k),
-                           "--epochs", str(args.epochs), "--image-size", str(args.image_size), "--device", args.device]
-                proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
-                if proc.returncode:
-                    sys.exit(f"{dataset} {backbone} seed={seed} failed:\n{proc.stderr[-3000:]}")
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
-                if not args.no_write:
-                    RESULTS.mkdir(parents=True, exist_ok=True)
-                    name = f"{Path(dataset).name}-{backbone}-k{args.k}-s{seed}.json"
-                    (RESULTS / name).write_text(json.dumps(row, indent=2))
-                rows.append(row)
-                print(f"{dataset} {backbone} seed={seed}: AUROC {row['auroc']:.3f} F1 {row['f1']:.3f} "
-                      f"({time.time() - started:.0f} s)", flush=True)
+    def fit(configuration: tuple[str, str, int]) -> dict:
+        dataset, backbone, seed = configuration
+        started = time.time()
+        path = (RESULTS if not args.no_write else REPO / "runs" / "bench" / "fcdd_backbones-smoke") / \
+            f"{Path(dataset).name}-{backbone}-k{args.k}-s{seed}-e{args.epochs}-{args.image_size}px.json"
+        row, ran = kept_row(path, __file__, ["--one", dataset, backbone, str(seed), "--k", str(args.k), "--epochs",
+                                             str(args.epochs), "--image-size", str(args.image_size), "--device",
+                                             args.device], subprocess_env(args.jobs), {"jobs": args.jobs})
+        if ran:
+            print(f"{dataset} {backbone} seed={seed}: AUROC {row['auroc']:.3f} F1 {row['f1']:.3f} "
+                  f"({time.time() - started:.0f} s)", flush=True)
+        return row
+
+    configurations = [(d, b, s) for d in args.datasets for b in args.backbones for s in args.seeds]
+    try:
+        rows = run_in_parallel(fit, configurations, args.jobs)
+    except FitFailed as error:
+        sys.exit(str(error))
     command = ("python benchmarks/fcdd_backbones.py " + " ".join(sys.argv[1:])).strip()
     text = table(rows, args, command)
     print(text)

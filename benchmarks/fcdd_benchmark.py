@@ -2,6 +2,8 @@
 
 Each (dataset, K, seed) runs in its own subprocess so that peak RSS is per configuration. Writes
 raw JSON per run to benchmarks/results/fcdd/ and the table between the FCDD markers of BENCHMARKS.md.
+A configuration whose JSON is there already is not fitted again (delete the file to re-run it), so an
+interrupted run continues where it stopped.
 
     .venv/bin/python benchmarks/fcdd_benchmark.py                  # full protocol
     .venv/bin/python benchmarks/fcdd_benchmark.py --seeds 0 --datasets elpv --ks 80   # a subset
@@ -14,14 +16,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section, score_speed  # noqa: E402
+from _table import FitFailed, kept_row, machine_description, replace_section, score_speed, subprocess_env  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "fcdd"
 # The same settings as the demo, so the demo's numbers and these rows describe one model.
@@ -144,25 +145,25 @@ def main() -> None:
     if args.one:
         dataset, k, seed, synthetic = args.one[0], int(args.one[1]), int(args.one[2]), args.one[3]
         row = run_one(dataset, k, seed, REPO / "runs" / "bench" / f"fcdd-{dataset}-k{k}-s{seed}-{synthetic}", synthetic)
+        if synthetic != "auto":  # the ablation's row names the kind it asked for
+            row["synthetic"] = synthetic
         print(json.dumps(row))
         return
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     kinds = SYNTHETIC_KINDS if args.synthetic_ablation else ["auto"]
     configurations = [(d, k, s, kind) for d in args.datasets for k in args.ks for kind in kinds for s in args.seeds]
     for dataset, k, seed, synthetic in configurations:
         started = time.time()
-        proc = subprocess.run([sys.executable, __file__, "--one", dataset, str(k), str(seed), synthetic],
-                              capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
-        if proc.returncode:
-            sys.exit(f"{dataset} K={k} seed={seed} failed:\n{proc.stderr[-3000:]}")
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        row["synthetic"] = synthetic if args.synthetic_ablation else row["synthetic"]
-        (RESULTS / f"{dataset}-k{k}-s{seed}-{synthetic}.json").write_text(json.dumps(row, indent=2))
+        try:
+            row, ran = kept_row(RESULTS / f"{dataset}-k{k}-s{seed}-{synthetic}.json", __file__,
+                                ["--one", dataset, str(k), str(seed), synthetic], subprocess_env(1))
+        except FitFailed as error:
+            sys.exit(str(error))
         rows.append(row)
-        print(f"{dataset} K={k} seed={seed} synthetic={synthetic}: AUROC {row['auroc']:.3f} "
-              f"F1 {row['f1']:.3f} ({time.time() - started:.0f} s)", flush=True)
+        if ran:
+            print(f"{dataset} K={k} seed={seed} synthetic={synthetic}: AUROC {row['auroc']:.3f} "
+                  f"F1 {row['f1']:.3f} ({time.time() - started:.0f} s)", flush=True)
     command = ("python benchmarks/fcdd_benchmark.py " + " ".join(sys.argv[1:])).strip()
     if args.synthetic_ablation:
         text, key, heading = synthetic_table(rows, command), "fcdd-synthetic", "FCDD without labelled defects: synthetic defects"

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import fields
@@ -35,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
+from _table import FitFailed, kept_row, machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, _mean_std  # noqa: E402  same settings as the FCDD rows
 
 RESULTS = REPO / "benchmarks" / "results" / "pretrain"
@@ -139,21 +138,17 @@ def cached_run(job: dict, n_jobs: int = 1, *, run: bool = True) -> dict | None:
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     name = f"{'choose-' if job['choose'] else ''}{job['dataset']}-{job['detector']}-k{job['k']}-s{job['seed']}-{job['variant']}-{key}.json"
     path = RESULTS / name
-    if path.is_file():
-        return json.loads(path.read_text())
     if not run:
-        return None
+        return json.loads(path.read_text()) if path.is_file() else None
     started = time.time()
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], capture_output=True, text=True,
-                          env=subprocess_env(n_jobs))
-    if proc.returncode:
-        sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    row = json.loads(proc.stdout.strip().splitlines()[-1])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row, indent=2))
-    measured = f"val AUROC {row['val_auroc']:.3f}" if job["choose"] else f"AUROC {row['auroc']:.3f} F1 {row['f1']:.3f}"
-    print(f"{job['dataset']} {job['detector']} K={job['k']} seed={job['seed']} {job['variant']}: {measured} "
-          f"({time.time() - started:.0f} s)", flush=True)
+    try:
+        row, ran = kept_row(path, __file__, ["--one", json.dumps(job)], subprocess_env(n_jobs))
+    except FitFailed as error:
+        sys.exit(str(error))
+    if ran:
+        measured = f"val AUROC {row['val_auroc']:.3f}" if job["choose"] else f"AUROC {row['auroc']:.3f} F1 {row['f1']:.3f}"
+        print(f"{job['dataset']} {job['detector']} K={job['k']} seed={job['seed']} {job['variant']}: {measured} "
+              f"({time.time() - started:.0f} s)", flush=True)
     return row
 
 

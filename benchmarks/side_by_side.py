@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section, run_in_parallel, score_speed, subprocess_env  # noqa: E402
+from _table import FitFailed, kept_row, machine_description, replace_section, run_in_parallel, score_speed, subprocess_env  # noqa: E402
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, REFERENCE, _mean_std  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "side_by_side"
@@ -128,21 +127,15 @@ def _path(job: dict, root: Path) -> Path:
 
 
 def cached(job: dict, root: Path, n_jobs: int = 1) -> dict:
-    path = _path(job, root)
-    if path.is_file():
-        return json.loads(path.read_text())
-    started = time.time()
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], capture_output=True, text=True,
-                          env=subprocess_env(1 if job.get("speed") else n_jobs))
-    if proc.returncode:
-        print(f"FAILED {path.name}:\n{proc.stderr[-3000:]}", flush=True)
-        return {**job, "failed": proc.stderr[-500:]}
-    row = json.loads(proc.stdout.strip().splitlines()[-1])
-    row["jobs"] = 1 if job.get("speed") else n_jobs
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row, indent=2))
-    print(f"{job['dataset']} {job['model']} K={job['k']} seed={job['seed']}{' speed' if job.get('speed') else ''}: "
-          f"AUROC {row['auroc']:.3f} F1 {row['f1']:.3f} ({time.time() - started:.0f} s)", flush=True)
+    started, jobs = time.time(), 1 if job.get("speed") else n_jobs
+    try:
+        row, ran = kept_row(_path(job, root), __file__, ["--one", json.dumps(job)], subprocess_env(jobs), {"jobs": jobs})
+    except FitFailed as error:
+        print(f"FAILED {error}", flush=True)
+        return {**job, "failed": str(error)[-500:]}
+    if ran:
+        print(f"{job['dataset']} {job['model']} K={job['k']} seed={job['seed']}{' speed' if job.get('speed') else ''}: "
+              f"AUROC {row['auroc']:.3f} F1 {row['f1']:.3f} ({time.time() - started:.0f} s)", flush=True)
     return row
 
 
