@@ -215,7 +215,7 @@ def comparison_table(rows: list[dict], info: dict, command: str, settings: dict)
         f"Test metrics, threshold max-F1 on val, mean ± std over seeds; Δ = ours − scratch per seed. Target: Δ AUROC "
         f"≥ {TARGET_GAIN} at K = {' and '.join(map(str, TARGET_KS))}.",
         "",
-        "| dataset | detector | K | seeds | AUROC scratch | AUROC ours | Δ AUROC | F1 scratch | F1 ours | Δ F1 | target |",
+        "| dataset | detector | K | paired seeds | AUROC scratch | AUROC ours | Δ AUROC | F1 scratch | F1 ours | Δ F1 | target |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, dict] = {}
@@ -226,9 +226,20 @@ def comparison_table(rows: list[dict], info: dict, command: str, settings: dict)
         auroc_s, auroc_o, auroc_d, gain = _paired(group, "auroc")
         f1_s, f1_o, f1_d, _ = _paired(group, "f1")
         target = "-" if k not in TARGET_KS or gain is None else ("met" if gain >= TARGET_GAIN else "missed")
-        lines.append(f"| {dataset} | {detector} | {k} | {len(group['ours'])} | {auroc_s} | {auroc_o} | {auroc_d} | "
+        paired = len(set(group["scratch"]) & set(group["ours"]))
+        lines.append(f"| {dataset} | {detector} | {k} | {paired} | {auroc_s} | {auroc_o} | {auroc_d} | "
                      f"{f1_s} | {f1_o} | {f1_d} | {target} |")
     return "\n".join(lines)
+
+
+def missing_line(jobs: list[dict]) -> str:
+    """The fits of the requested protocol that have not run yet (a partial --report), grouped by cell."""
+    cells: dict[tuple, dict[str, list[int]]] = {}
+    for job in jobs:
+        cells.setdefault((job["dataset"], job["detector"], job["k"]), {}).setdefault(job["variant"], []).append(job["seed"])
+    parts = [f"{dataset} {detector} K={k} ({', '.join(f'{v} seeds {sorted(s)}' for v, s in sorted(by_variant.items()))})"
+             for (dataset, detector, k), by_variant in sorted(cells.items())]
+    return f"Not run yet ({len(jobs)} fits of the protocol): " + "; ".join(parts) + "."
 
 
 def _recipe_line(info: dict) -> str:
@@ -316,9 +327,12 @@ def main() -> None:
                      backbone=info["backbone"])
             for d in args.fit_datasets or args.datasets for det in detectors for k in args.ks for s in seeds
             for v in ("scratch", "ours")]
-    rows = run_in_parallel(lambda job: cached_run(job, args.jobs, run=not args.report), jobs, args.jobs)
-    rows = [row for row in rows if row is not None]
+    found = run_in_parallel(lambda job: cached_run(job, args.jobs, run=not args.report), jobs, args.jobs)
+    rows = [row for row in found if row is not None]
     text = comparison_table(rows, info, command, settings)
+    missing = [job for job, row in zip(jobs, found) if row is None]
+    if missing:
+        text += "\n\n" + missing_line(missing)
     print(text)
     if not args.no_write:
         replace_section(REPO / "BENCHMARKS.md", f"pretrain-{args.method}",
