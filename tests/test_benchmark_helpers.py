@@ -1,0 +1,82 @@
+"""The benchmark scripts' shared bookkeeping (benchmarks/_table.py): rows kept between runs, sections of
+BENCHMARKS.md, and the pretraining table's list of fits not run yet."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import _table  # noqa: E402
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "fit.py"
+    script.write_text(body)
+    return script
+
+
+def test_kept_row_runs_once_then_reads_the_kept_row(tmp_path):
+    counter = tmp_path / "runs.txt"
+    script = _script(tmp_path, (
+        "import json, sys, pathlib\n"
+        f"counter = pathlib.Path({str(counter)!r})\n"
+        "counter.write_text(counter.read_text() + 'x' if counter.exists() else 'x')\n"
+        "print('progress noise')\n"
+        "print(json.dumps({'auroc': 0.75, 'arg': sys.argv[1]}))\n"
+    ))
+    path = tmp_path / "rows" / "a.json"
+
+    row, ran = _table.kept_row(path, str(script), ["seed0"], dict(os.environ), {"jobs": 2})
+    assert ran and row == {"auroc": 0.75, "arg": "seed0", "jobs": 2}
+    assert json.loads(path.read_text()) == row
+
+    again, ran_again = _table.kept_row(path, str(script), ["seed0"], dict(os.environ))
+    assert not ran_again and again == row
+    assert counter.read_text() == "x"  # the second call did not start the script
+
+
+def test_kept_row_failure_names_the_row_and_keeps_nothing(tmp_path):
+    script = _script(tmp_path, "import sys\nsys.exit('CUDA out of memory on fold 3')\n")
+    path = tmp_path / "rows" / "b.json"
+    with pytest.raises(_table.FitFailed, match=r"b\.json failed:(.|\n)*CUDA out of memory on fold 3"):
+        _table.kept_row(path, str(script), [], dict(os.environ))
+    assert not path.exists()
+
+
+def test_replace_section_appends_then_replaces_in_place(tmp_path):
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text("# Benchmarks\n\nintro\n")
+    _table.replace_section(target, "demo", "Demo", "first body")
+    _table.replace_section(target, "other", "Other", "other body")
+    _table.replace_section(target, "demo", "Demo", "second body")
+    text = target.read_text()
+    assert "first body" not in text and text.count("<!-- demo:start -->") == 1
+    assert text.index("second body") < text.index("other body")  # replaced where it was
+
+
+def test_subprocess_env_shares_the_cores_among_jobs(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert _table.subprocess_env(4)["OMP_NUM_THREADS"] == "4"
+    assert _table.subprocess_env(32)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert _table.subprocess_env(4)["OMP_NUM_THREADS"] == "3"
+
+
+def test_pretraining_table_lists_the_fits_not_run_yet():
+    import pretrain_benchmark
+
+    jobs = [{"dataset": "elpv", "detector": "liac", "k": 0, "variant": v, "seed": s}
+            for v in ("scratch", "ours") for s in (0, 1)]
+    jobs.append({"dataset": "elpv", "detector": "fcdd", "k": 80, "variant": "ours", "seed": 2})
+    line = pretrain_benchmark.missing_line(jobs)
+    assert line.startswith("Not run yet (5 fits of the protocol)")
+    assert "elpv fcdd K=80 (ours seeds [2])" in line
+    assert "elpv liac K=0 (ours seeds [0, 1], scratch seeds [0, 1])" in line
