@@ -129,6 +129,13 @@ def test_pretrain_then_fit_with_our_weights(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["detector"]["config"]["backbone_weights"] == str(weights)
+    assert config["detector"]["config"]["freeze_backbone"] is False  # fine-tuning unless asked
+
+    result = _invoke("fit", "--data", data, "--out", tmp_path / "frozen", "--device", "cpu",
+                     "--backbone-weights", weights, "--freeze-backbone", *FAST)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "frozen" / "config.json").read_text())
+    assert config["detector"]["config"]["freeze_backbone"] is True
 
 
 def test_pretrain_unknown_method_is_one_clear_line(tmp_path):

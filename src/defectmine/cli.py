@@ -88,6 +88,7 @@ class ModelOptions:
     detector: str
     backbone: str
     backbone_weights: Optional[str]
+    freeze_backbone: bool
     epochs: int
     image_size: int
     channels: int
@@ -107,6 +108,8 @@ class ModelOptions:
 
         params = {"backbone": self.backbone, "backbone_weights": self.backbone_weights, "epochs": self.epochs,
                   "device": self.device}
+        if self.freeze_backbone:  # only when asked: a detector without a backbone has no such option
+            params["freeze_backbone"] = True
         params.update(_parse_params(self.param))
         return RunConfig(
             data=self.data, detector=self.detector, detector_params=params, image_size=self.image_size,
@@ -121,6 +124,7 @@ _MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
     "detector": (str, typer.Option("fcdd", help="Detector name from the registry.")),
     "backbone": (str, typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ...")),
     "backbone_weights": (Optional[str], typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network).")),
+    "freeze_backbone": (bool, typer.Option(False, help="Keep the backbone's weights fixed and train only the head (frozen features, e.g. of --backbone-weights); default: fine-tune all.")),
     "epochs": (int, typer.Option(25, help="Training epochs.")),
     "image_size": (int, typer.Option(128, help="Images are resized to SIZE x SIZE.")),
     "channels": (int, typer.Option(1, help="1 (grayscale) or 3 (RGB).")),
