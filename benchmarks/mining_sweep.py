@@ -17,6 +17,7 @@ instead.
 
     .venv/bin/python benchmarks/mining_sweep.py                                  # full: both sets, 3 seeds
     .venv/bin/python benchmarks/mining_sweep.py --datasets elpv --resume         # continue an interrupted run
+    .venv/bin/python benchmarks/mining_sweep.py --jobs 6 --resume                # a GPU box: (dataset, seed) side by side
     .venv/bin/python benchmarks/mining_sweep.py --datasets elpv --ks 1,10 --seeds 0 --epochs 1 --no-write  # smoke
 """
 
@@ -25,13 +26,14 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section  # noqa: E402
+from _table import machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
 # The FCDD benchmark's settings, so that its K = 80 row and this sweep's last point describe one model.
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE  # noqa: E402
 
@@ -82,7 +84,8 @@ def section(results: dict, reach: dict, args, command: str) -> str:
         f"grayscale, {params['epochs']} epochs, width {params['width']}; threshold max-F1 on val; metrics on test; "
         f"mean ± std over seeds {args.seeds}; phase rule: over-mining starts at the first point after which every "
         f"gain of the running-best test AUROC per doubling of anomalies stays below {args.tolerance:g} "
-        "(`defectmine.evaluation.sweep.mining_phases`).",
+        "(`defectmine.evaluation.sweep.mining_phases`)"
+        + (f"; {args.jobs} sweeps ran side by side, so fit s is measured under that load." if args.jobs > 1 else "."),
         "",
     ]
     if args.ratios is None:
@@ -103,6 +106,37 @@ def _slug(data: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(data).name or data)
 
 
+def run_pieces(args, seeds: list[int]) -> None:
+    """--jobs: each (dataset, seed) sweeps in its own subprocess, up to --jobs at a time, into
+    runs/bench/mining-<dataset>/seed<S>/; their rows are then merged into the dataset's sweep folder."""
+    from defectmine.evaluation.sweep import ROWS_FILE, merge_sweep_rows
+
+    options = ["--epochs", str(args.epochs), "--image-size", str(args.image_size), "--tolerance", str(args.tolerance),
+               "--device", args.device, *(["--ratios", args.ratios] if args.ratios else ["--ks", args.ks])]
+    pieces = [(data, seed) for data in args.datasets for seed in seeds]
+    if not args.resume:  # as without --jobs: start afresh
+        for data in args.datasets:
+            shutil.rmtree(_out_dir(data), ignore_errors=True)
+
+    def piece(job: tuple[str, int]) -> None:
+        data, seed = job
+        started = time.time()
+        proc = subprocess.run([sys.executable, __file__, "--piece", data, str(seed), *options], capture_output=True,
+                              text=True, env=subprocess_env(args.jobs))
+        if proc.returncode:
+            sys.exit(f"{data} seed {seed} failed:\n{proc.stderr[-3000:]}")
+        print(f"{data} seed {seed}: swept ({time.time() - started:.0f} s)", flush=True)
+
+    run_in_parallel(piece, pieces, args.jobs)
+    for data in args.datasets:
+        out = _out_dir(data)
+        merge_sweep_rows([out / f"seed{seed}" for seed in seeds if (out / f"seed{seed}" / ROWS_FILE).is_file()], out)
+
+
+def _out_dir(data: str) -> Path:
+    return REPO / "runs" / "bench" / f"mining-{_slug(data)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["magnetic_tile", "elpv"],
@@ -115,6 +149,9 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", action="store_true", help="Keep finished fits of an interrupted run.")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="Sweep every (dataset, seed) in its own subprocess, this many side by side (a GPU box).")
+    parser.add_argument("--piece", nargs=2, metavar=("DATASET", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md or benchmarks/results/.")
     args = parser.parse_args()
@@ -126,14 +163,23 @@ def main() -> None:
     ks = None if args.ratios else [int(k) for k in args.ks.split(",")]
     ratios = args.ratios.split(",") if args.ratios else None
     params = {**DETECTOR_PARAMS, "epochs": args.epochs, "device": args.device}
+
+    def base(data: str):
+        return RunConfig(data=data, detector="fcdd", detector_params=dict(params), image_size=args.image_size)
+
+    if args.piece:
+        data, seed = args.piece[0], int(args.piece[1])
+        run_sweep(base(data), ks=ks, ratios=ratios, seeds=[seed], out_dir=_out_dir(data) / f"seed{seed}",
+                  tolerance=args.tolerance, resume=True, quiet=True)
+        return
+    if args.jobs > 1:
+        run_pieces(args, seeds)
     reach = {data: ratio_reach(data) for data in args.datasets}
     results = {}
     for data in args.datasets:
         started = time.time()
-        base = RunConfig(data=data, detector="fcdd", detector_params=dict(params), image_size=args.image_size)
-        out = REPO / "runs" / "bench" / f"mining-{_slug(data)}"
-        result = run_sweep(base, ks=ks, ratios=ratios, seeds=seeds, out_dir=out, tolerance=args.tolerance,
-                           resume=args.resume, quiet=args.quiet)
+        result = run_sweep(base(data), ks=ks, ratios=ratios, seeds=seeds, out_dir=_out_dir(data),
+                           tolerance=args.tolerance, resume=args.resume or args.jobs > 1, quiet=args.quiet)
         results[data] = result
         print(f"{data}: {result.recommendation} ({time.time() - started:.0f} s; report {result.files['report']})",
               flush=True)

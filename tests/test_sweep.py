@@ -14,6 +14,7 @@ from defectmine.evaluation.sweep import (
     OPPORTUNITY,
     OVER_MINING,
     UNDETERMINED,
+    merge_sweep_rows,
     mining_phases,
     phase_spans,
     run_sweep,
@@ -173,6 +174,27 @@ def test_resume_keeps_finished_fits(tiny_sweep, monkeypatch):
     other = RunConfig(data=base.data, detector="fcdd", detector_params={**TINY, "epochs": 3}, image_size=32)
     with pytest.raises(ConfigError, match="other settings"):
         run_sweep(other, ks=[1, 2, 4], seeds=[0], out_dir=result.out_dir, resume=True, quiet=True)
+
+
+def test_pieces_run_apart_merge_into_one_sweep_without_fitting_again(tiny_sweep, tmp_path, monkeypatch):
+    base, result = tiny_sweep  # seed 0, run whole
+    second = run_sweep(base, ks=[1, 2, 4], seeds=[1], out_dir=tmp_path / "seed1", quiet=True)
+    assert merge_sweep_rows([result.out_dir, second.out_dir], tmp_path / "all") == 6
+    import defectmine.workflow
+
+    def no_fit(config):
+        raise AssertionError("merged rows should not be fitted again")
+
+    monkeypatch.setattr(defectmine.workflow, "create_detector", no_fit)
+    merged = run_sweep(base, ks=[1, 2, 4], seeds=[0, 1], out_dir=tmp_path / "all", resume=True, quiet=True)
+    assert [(r["point"], r["seed"]) for r in merged.rows] == [(f"K={k}", s) for k in (1, 2, 4) for s in (0, 1)]
+    assert all(e["seeds"] == 2 for e in merged.summary)
+
+    other = RunConfig(data=base.data, detector="fcdd", detector_params={**TINY, "epochs": 3}, image_size=32)
+    monkeypatch.undo()
+    third = run_sweep(other, ks=[1], seeds=[2], out_dir=tmp_path / "other", quiet=True)
+    with pytest.raises(ConfigError, match="other settings"):
+        merge_sweep_rows([result.out_dir, third.out_dir], tmp_path / "mixed")
 
 
 def test_baseline_point_without_anomalies_is_labelled_not_placed_on_the_log_axis():

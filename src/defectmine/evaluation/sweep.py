@@ -357,6 +357,39 @@ def _resumed_rows(path: Path, config_id: str, wanted: set[tuple[str, int]]) -> l
     return [r for r in rows if (r["point"], r["seed"]) in wanted]
 
 
+def merge_sweep_rows(parts: Sequence[Path | str], out_dir: Path | str) -> int:
+    """Gather the fitted rows of one sweep that ran in pieces (e.g. one folder per seed, side by side)
+    into `out_dir/sweep_rows.csv`, so that `run_sweep(..., resume=True)` on `out_dir` summarises them
+    without fitting again. Rows already in `out_dir` are kept; a (point, seed) found twice keeps the
+    first. Returns the number of rows written.
+
+    Raises:
+        ConfigError: if the pieces were run with other settings than each other (their config ids differ).
+    """
+    out_dir = Path(out_dir)
+    sources = [out_dir / ROWS_FILE, *(Path(part) / ROWS_FILE for part in parts)]
+    rows, seen = [], set()
+    for source in sources:
+        if not source.is_file():
+            continue
+        try:
+            found = _read_rows(source)
+        except (ValueError, csv.Error) as err:
+            raise DataError(f"{source}: cannot read its rows ({err}). Fix: delete it and run that piece again.") from None
+        for row in found:
+            if (row["point"], row["seed"]) not in seen:
+                seen.add((row["point"], row["seed"]))
+                rows.append(row)
+    if len({row.get("config_id") for row in rows}) > 1:
+        raise ConfigError(f"{', '.join(str(s) for s in sources if s.is_file())} hold rows of sweeps with other "
+                          "settings; merging would mix them. Fix: run every piece with the same options.")
+    from defectmine.report.files import write_scores_csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_scores_csv(out_dir / ROWS_FILE, rows)
+    return len(rows)
+
+
 def run_sweep(
     base,
     *,
