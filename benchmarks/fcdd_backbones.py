@@ -98,6 +98,9 @@ def table(rows: list[dict], args, command: str) -> str:
             f"{cell['recall']} | {cell['pixel_auroc']} | {cell['fit_seconds']} | {cell['score_ms_per_image']} | "
             f"{max(r['peak_rss_mb'] for r in group):.0f} |"
         )
+    missing = [b for b in BACKBONES if b not in {row["backbone"] for row in rows}]
+    if missing:
+        lines += ["", f"Not run in this table: {', '.join(missing)} (of the ablation's {', '.join(BACKBONES)})."]
     return "\n".join(lines)
 
 
