@@ -222,13 +222,23 @@ def comparison_table(rows: list[dict], info: dict, command: str, settings: dict)
     for row in rows:
         group = groups.setdefault((row["dataset"], row["detector"], row["k"]), {"scratch": {}, "ours": {}})
         group[row["variant"]][row["seed"]] = row
+    verdicts = {}
     for (dataset, detector, k), group in sorted(groups.items()):
         auroc_s, auroc_o, auroc_d, gain = _paired(group, "auroc")
         f1_s, f1_o, f1_d, _ = _paired(group, "f1")
         target = "-" if k not in TARGET_KS or gain is None else ("met" if gain >= TARGET_GAIN else "missed")
+        if target != "-":
+            verdicts[f"{dataset} {detector} K={k}"] = gain
         paired = len(set(group["scratch"]) & set(group["ours"]))
         lines.append(f"| {dataset} | {detector} | {k} | {paired} | {auroc_s} | {auroc_o} | {auroc_d} | "
                      f"{f1_s} | {f1_o} | {f1_d} | {target} |")
+    if verdicts:
+        best, worst = max(verdicts, key=verdicts.get), min(verdicts, key=verdicts.get)
+        met = sum(gain >= TARGET_GAIN for gain in verdicts.values())
+        lines += ["", f"Target met in {met} of {len(verdicts)} cells at K = {' and '.join(map(str, TARGET_KS))}. "
+                      f"Largest mean Δ AUROC {verdicts[best]:+.3f} ({best}"
+                      + (f", {TARGET_GAIN - verdicts[best]:.3f} short" if verdicts[best] < TARGET_GAIN else "")
+                      + f"); smallest {verdicts[worst]:+.3f} ({worst})."]
     return "\n".join(lines)
 
 

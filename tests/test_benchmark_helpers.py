@@ -80,3 +80,26 @@ def test_pretraining_table_lists_the_fits_not_run_yet():
     assert line.startswith("Not run yet (5 fits of the protocol)")
     assert "elpv fcdd K=80 (ours seeds [2])" in line
     assert "elpv liac K=0 (ours seeds [0, 1], scratch seeds [0, 1])" in line
+
+
+def test_pretraining_table_pairs_seeds_and_states_the_target_verdict():
+    import pretrain_benchmark
+
+    def row(dataset, k, seed, variant, auroc):
+        return {"dataset": dataset, "detector": "fcdd", "k": k, "seed": seed, "variant": variant, "auroc": auroc,
+                "f1": 0.5, "machine": "test box"}
+
+    rows = [row("a", 10, 0, "scratch", 0.60), row("a", 10, 0, "ours", 0.70), row("a", 10, 1, "scratch", 0.62),
+            row("a", 10, 1, "ours", 0.70), row("a", 40, 0, "scratch", 0.80), row("a", 40, 0, "ours", 0.81),
+            row("a", 40, 1, "ours", 0.90),  # no scratch partner: not paired
+            row("a", 80, 0, "scratch", 0.9), row("a", 80, 0, "ours", 0.5)]  # K = 80 is outside the target
+    info = {"backbone": "cnn", "method": "simsiam", "recipe": {"loss": "x"}, "epochs": 1, "n_images": 4,
+            "source": "a", "cpu_seconds": 1.0, "wall_seconds": 1.0, "threads": 1, "final_loss": 0.0}
+    settings = {"image_size": 32, "detector_epochs": 1, "limit": None}
+    text = pretrain_benchmark.comparison_table(rows, info, "cmd", settings)
+    table = {line.split(" | ")[2]: line for line in text.splitlines() if line.startswith("| a | fcdd")}
+    assert table["10"].split(" | ")[3] == "2" and "+0.090" in table["10"] and table["10"].endswith("| met |")
+    assert table["40"].split(" | ")[3] == "1" and "+0.010" in table["40"] and table["40"].endswith("| missed |")
+    assert table["80"].endswith("| - |")
+    assert "Target met in 1 of 2 cells at K = 10 and 40. Largest mean Δ AUROC +0.090 (a fcdd K=10); " \
+           "smallest +0.010 (a fcdd K=40)." in text
