@@ -92,7 +92,8 @@ def test_pretraining_table_pairs_seeds_and_states_the_target_verdict():
     rows = [row("a", 10, 0, "scratch", 0.60), row("a", 10, 0, "ours", 0.70), row("a", 10, 1, "scratch", 0.62),
             row("a", 10, 1, "ours", 0.70), row("a", 40, 0, "scratch", 0.80), row("a", 40, 0, "ours", 0.81),
             row("a", 40, 1, "ours", 0.90),  # no scratch partner: not paired
-            row("a", 80, 0, "scratch", 0.9), row("a", 80, 0, "ours", 0.5)]  # K = 80 is outside the target
+            row("a", 80, 0, "scratch", 0.9), row("a", 80, 0, "ours", 0.5),  # K = 80 is outside the target
+            row("a", 0, 0, "scratch", 0.7)]  # no pair at all: no table row
     info = {"backbone": "cnn", "method": "simsiam", "recipe": {"loss": "x"}, "epochs": 1, "n_images": 4,
             "source": "a", "cpu_seconds": 1.0, "wall_seconds": 1.0, "threads": 1, "final_loss": 0.0}
     settings = {"image_size": 32, "detector_epochs": 1, "limit": None}
@@ -100,6 +101,6 @@ def test_pretraining_table_pairs_seeds_and_states_the_target_verdict():
     table = {line.split(" | ")[2]: line for line in text.splitlines() if line.startswith("| a | fcdd")}
     assert table["10"].split(" | ")[3] == "2" and "+0.090" in table["10"] and table["10"].endswith("| met |")
     assert table["40"].split(" | ")[3] == "1" and "+0.010" in table["40"] and table["40"].endswith("| missed |")
-    assert table["80"].endswith("| - |")
+    assert table["80"].endswith("| - |") and "0" not in table
     assert "Target met in 1 of 2 cells at K = 10 and 40. Largest mean Δ AUROC +0.090 (a fcdd K=10); " \
            "smallest +0.010 (a fcdd K=40)." in text
