@@ -365,6 +365,7 @@ def merge_sweep_rows(parts: Sequence[Path | str], out_dir: Path | str) -> int:
 
     Raises:
         ConfigError: if the pieces were run with other settings than each other (their config ids differ).
+        DataError: if a piece's sweep_rows.csv cannot be read.
     """
     out_dir = Path(out_dir)
     sources = [out_dir / ROWS_FILE, *(Path(part) / ROWS_FILE for part in parts)]
