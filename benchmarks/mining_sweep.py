@@ -109,7 +109,7 @@ def _slug(data: str) -> str:
 def run_pieces(args, seeds: list[int]) -> None:
     """--jobs: each (dataset, seed) sweeps in its own subprocess, up to --jobs at a time, into
     runs/bench/mining-<dataset>/seed<S>/; their rows are then merged into the dataset's sweep folder."""
-    from defectmine.evaluation.sweep import ROWS_FILE, merge_sweep_rows
+    from defectmine.evaluation.sweep import merge_sweep_rows
 
     options = ["--epochs", str(args.epochs), "--image-size", str(args.image_size), "--tolerance", str(args.tolerance),
                "--device", args.device, *(["--ratios", args.ratios] if args.ratios else ["--ks", args.ks])]
@@ -130,7 +130,7 @@ def run_pieces(args, seeds: list[int]) -> None:
     run_in_parallel(piece, pieces, args.jobs)
     for data in args.datasets:
         out = _out_dir(data)
-        merge_sweep_rows([out / f"seed{seed}" for seed in seeds if (out / f"seed{seed}" / ROWS_FILE).is_file()], out)
+        merge_sweep_rows([out / f"seed{seed}" for seed in seeds], out)  # a piece without rows is skipped
 
 
 def _out_dir(data: str) -> Path:
