@@ -74,7 +74,7 @@ def why_k(reach: dict[str, dict]) -> str:
 
 
 def section(results: dict, reach: dict, args, command: str) -> str:
-    from defectmine.evaluation.sweep import markdown_table
+    from defectmine.report.sweep import markdown_table
 
     params = {**DETECTOR_PARAMS, "epochs": args.epochs}
     lines = [

@@ -201,12 +201,17 @@ def test_baseline_point_without_anomalies_is_labelled_not_placed_on_the_log_axis
     rows = [{"point": "K=0", "n_anomalous": 0, "n_normal": 9, "auroc": 0.6},
             {"point": "K=2", "n_anomalous": 2, "n_normal": 9, "auroc": 0.7},
             {"point": "K=4", "n_anomalous": 4, "n_normal": 9, "auroc": 0.8}]
-    from defectmine.evaluation.sweep import _phases_of, mining_curve_png
+    from defectmine.evaluation.sweep import _phases_of
+    from defectmine.report.sweep import markdown_table, mining_curve_png
 
     table = summarise(rows)
     phases, _ = _phases_of(table, 0.01)
     assert [e["phase"] for e in table] == [BASELINE, OPPORTUNITY, OPPORTUNITY]
     assert mining_curve_png(table, phases)[:4] == b"\x89PNG"
+    lines = markdown_table(table).splitlines()
+    assert lines[0].startswith("| point | anomalies | normals | positive ratio |")
+    assert lines[2].startswith("| K=0 | 0 | 9 | 0 |") and lines[2].rstrip(" |").endswith(BASELINE)
+    assert lines[4].startswith("| K=4 | 4 | 9 | 1/2.25 |")
 
 
 def test_k_beyond_the_pool_fails_before_any_fit(tiny_data, tmp_path):

@@ -212,7 +212,7 @@ def _castable(item: str, cast) -> bool:
 
 def print_sweep(result) -> None:
     """The sweep's summary table, its recommendation and where its files are."""
-    from defectmine.evaluation.sweep import display_rows
+    from defectmine.report.sweep import display_rows
 
     rows = display_rows(result.summary)
     # the columns that fit 80 characters; the report and sweep.csv have all of them

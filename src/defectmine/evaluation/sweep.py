@@ -5,8 +5,8 @@ The deeper-FCDD study (Yasuno et al., sections 3-4, Table 2) trains one detector
 phases off the accuracy curve: a *damage vision mining opportunity* phase, where more labelled defects
 still raise the AUROC, and an *over-mining* phase, where they no longer do. This module runs that sweep
 (over positive ratios or over K labelled anomalies, several seeds each), summarises it as mean ± std per
-point, draws the curve with both phases shaded, and turns it into a recommendation: keep collecting
-defect images, or stop.
+point and turns it into a recommendation: keep collecting defect images, or stop. Its table, mining
+curve and HTML page are drawn by `defectmine.report.sweep`.
 
 It sits on top of `defectmine.workflow`: every point is fitted and evaluated exactly as `fit_run` does
 (threshold from val, metrics on test), and it never reaches inside a detector.
@@ -45,7 +45,7 @@ METRICS = ("auroc", "auprc", "f1", "precision", "recall")
 _AGGREGATED = ("n_anomalous", "n_normal", *METRICS, "val_auroc", "pixel_auroc", "aupro", "fit_seconds")
 _TEXT_FIELDS = ("point", "protocol", "ratio", "config_id")
 _INT_FIELDS = ("k", "seed", "n_anomalous", "n_normal", "best_epoch")
-_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "precision": "precision", "recall": "recall"}
+METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "precision": "precision", "recall": "recall"}
 # Gains are differences of means; without this slack a gain of exactly the tolerance could fall below it.
 _EPS = 1e-12
 
@@ -487,6 +487,8 @@ def run_sweep(
     phases, recommendation = _phases_of(summary, tolerance)
     result = SweepResult(out_dir=out_dir, protocol=points[0].protocol, rows=rows, summary=summary, phases=phases,
                          recommendation=recommendation, files={})
+    from defectmine.report.sweep import write_sweep_files
+
     result.files = write_sweep_files(result, base, seeds=seeds, seconds=time.perf_counter() - started)
     return result
 
@@ -561,115 +563,24 @@ def _phases_of(summary: list[dict], tolerance: float) -> tuple[dict | None, str]
     return phases, recommendation
 
 
-def display_rows(summary: Sequence[dict]) -> list[dict]:
-    """The summary as text cells for tables (CLI, HTML, Markdown): one dict per point."""
-    out = []
-    for e in summary:
-        n, normal = e["n_anomalous"] or 0, e["n_normal"] or 0
-        row = {
-            "point": e["point"], "anomalies": n, "normals": normal,
-            "positive ratio": f"1/{normal / n:.3g}" if n else "0",
-            "seeds": e["seeds"],
-        }
-        for key in METRICS:
-            row[_LABELS[key]] = e.get(key, "n/a")
-        if "pixel_auroc" in e:
-            row["pixel AUROC"] = e["pixel_auroc"]
-        row["fit s"] = e.get("fit_seconds", "n/a")
-        row["phase"] = e.get("phase", "")
-        out.append(row)
-    return out
-
-
-def markdown_table(summary: Sequence[dict]) -> str:
-    """The display rows as a GitHub Markdown table (for BENCHMARKS.md)."""
-    rows = display_rows(summary)
-    if not rows:
-        return ""
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-# -- outputs --------------------------------------------------------------------------------------
-def mining_curve_png(summary: Sequence[dict], phases: dict | None = None,
-                     metrics: Sequence[str] = ("auroc", "auprc", "f1"), *, title: str | None = None) -> bytes:
-    """Test metrics (mean ± std over seeds) against the number of labelled anomalies, log2 x axis,
-    with the mining-opportunity and over-mining phases shaded and labelled.
-
-    Points without anomalies (K=0) cannot sit on a log axis; their AUROC is drawn as a flat reference
-    line instead.
-    """
-    from defectmine.report.plots import curve_png
-
-    curve = sorted((e for e in summary if (e["n_anomalous"] or 0) > 0), key=lambda e: e["n_anomalous"])
-    if not curve:
-        raise ConfigError("mining_curve_png: no point with labelled anomalies to draw (K=0 only).")
-    x = [e["n_anomalous"] for e in curve]
-
-    def series(key: str):
-        mean = [e.get(f"{key}_mean") for e in curve]
-        std = [e.get(f"{key}_std") for e in curve]
-        return [np.nan if v is None else v for v in mean], [0.0 if v is None else v for v in std]
-
-    ys = {_LABELS.get(m, m): series(m) for m in metrics if any(e.get(f"{m}_mean") is not None for e in curve)}
-    baseline = [e for e in summary if not e["n_anomalous"] and e.get("auroc_mean") is not None]
-    if baseline:
-        ys[f"AUROC, {baseline[0]['point']} (no labelled anomalies)"] = ([baseline[0]["auroc_mean"]] * len(x), None)
-    return curve_png(x, ys, "labelled anomalies in training (log2)", "test metric", log2_x=True,
-                     shade=phase_spans(phases) if phases else None, title=title)
-
-
-def write_sweep_files(result: SweepResult, base, *, seeds: list[int], seconds: float | None = None) -> dict[str, Path]:
-    """sweep.csv, sweep.json, sweep.png and report.html of a finished sweep; returns name -> path."""
-    from defectmine.report.files import write_json, write_scores_csv
-    from defectmine.report.sweep import write_sweep_report
-    from defectmine.workflow import environment
-
-    out = Path(result.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"rows": out / ROWS_FILE, "summary": write_scores_csv(out / SUMMARY_FILE, result.summary)}
-    config = {k: v for k, v in asdict(base).items() if k not in ("k", "ratio", "seed", "quiet")}
-    document = {
-        "protocol": result.protocol,
-        "points": list(dict.fromkeys(r["point"] for r in result.rows)),
-        "seeds": seeds,
-        "config": config,
-        "recommendation": result.recommendation,
-        "phases": result.phases,
-        "summary": result.summary,
-        "rows": result.rows,
-        "seconds": seconds,
-        "environment": environment(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    files["json"] = write_json(out / JSON_FILE, document)
-    title = f"Mining sweep: {base.detector} on {base.data}"
-    plot = None
-    if any((e["n_anomalous"] or 0) > 0 for e in result.summary):
-        plot = mining_curve_png(result.summary, result.phases, title=title)
-        files["plot"] = out / PLOT_FILE
-        files["plot"].write_bytes(plot)
-    files["report"] = write_sweep_report(out / REPORT_FILE, title=title, document=document,
-                                         table=display_rows(result.summary), plot_png=plot)
-    return files
-
-
 __all__ = [
     "BASELINE",
+    "JSON_FILE",
+    "METRICS",
+    "METRIC_LABELS",
     "OPPORTUNITY",
     "OVER_MINING",
+    "PLOT_FILE",
+    "REPORT_FILE",
+    "ROWS_FILE",
+    "SUMMARY_FILE",
     "UNDETERMINED",
     "SweepPoint",
     "SweepResult",
-    "display_rows",
-    "markdown_table",
-    "mining_curve_png",
+    "merge_sweep_rows",
     "mining_phases",
     "phase_spans",
     "run_sweep",
     "summarise",
     "sweep_points",
-    "write_sweep_files",
 ]

@@ -70,7 +70,9 @@ class FCDD(TrainedDetector):
             return fcdd_loss(model(images), labels)
 
         def validate() -> float:
-            return _auroc(val.labels, self.score(val, maps=False).image)
+            from sklearn.metrics import roc_auc_score
+
+            return float(roc_auc_score(val.labels, self.score(val, maps=False).image))
 
         result = fit_network(
             network, loss_fn, normal, anomalous, config=cfg, spec=self.spec_, device=self.device,
@@ -87,10 +89,4 @@ class FCDD(TrainedDetector):
         """The mean pseudo-Huber map is the image score; the map itself is the anomaly map."""
         heat = self.network_(batch)
         return heat.flatten(1).mean(dim=1), heat
-
-
-def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores))
 
