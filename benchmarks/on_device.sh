@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The benchmark fits that want a GPU box, as one resumable command for the offline device machine.
+#
+# Here, once (both folders are git-ignored and travel with the working tree):
+#   python benchmarks/pack_for_device.py --out .devicedata     # the sets, pre-resized to 128 px
+#   bash benchmarks/anomalib_wheels.sh                           # anomalib's wheels into .whl/
+# There (carry .devicedata and .whl), as often as the device's time limit asks:
+#   DEFECTMINE_CODE_VERSION=<commit> bash benchmarks/on_device.sh [STAGE ...]
+#
+# Stages (default: all, in this order):
+#   losses     side_by_side.py: ours on both sets (every loss of the classifier, LIAC, FCDD, K = 10/40/80, 3 seeds)
+#   peers      side_by_side.py: anomalib's five peers on both sets (Cflow is the slow one)
+#   backbones  fcdd_backbones.py: cnn, vgg16, resnet18, inception_v3 on both sets, K = 80, 3 seeds
+#   mining     mining_sweep.py: both sets, K = 1 ... 80, 3 seeds
+# (The pretraining benchmark is left out: its rows pair with weights pretrained here, on the CPU.)
+#
+# Every benchmark keeps each fit's row as soon as it is done and skips the rows it already has (the
+# committed ones included), so a call cut off by the time limit loses at most the fits in flight: run
+# the same command again. The rows come back in $OUT/results.tar (benchmarks/results and the mining
+# sweep's runs/bench/mining-*), written when the script exits for any reason; what the scripts write
+# into BENCHMARKS.md there stays there. Unpack the tar at the repository root here, then re-render
+# the tables: side_by_side.py --report, fcdd_backbones.py (nothing left to fit), mining_sweep.py --resume.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+JOBS="${JOBS:-12}"
+SITE="${SITE:-/tmp/site}"
+OUT="${OUT:-$REPO/runs/device-out}"
+
+if [ ! -d .devicedata ]; then
+  echo "on_device.sh: .devicedata/ is missing; run 'python benchmarks/pack_for_device.py --out .devicedata' here and carry it." >&2
+  exit 2
+fi
+if [ -d .whl ] && [ ! -d "$SITE/anomalib" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+fi
+export DEFECTMINE_SHARED="$REPO/.devicedata/shared" DEFECTMINE_ELPV="$REPO/.devicedata/elpv"
+export PYTHONPATH="$REPO/src:$REPO/benchmarks:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+
+pack_results() {
+  mkdir -p "$OUT"
+  tar -cf "$OUT/results.tar" benchmarks/results $(ls -d runs/bench/mining-* 2>/dev/null) 2>/dev/null
+  echo "on_device.sh: rows packed into $OUT/results.tar"
+}
+trap pack_results EXIT
+
+stage() {
+  echo "=== $(date +%T) $1"
+  shift
+  python3 "$@" || echo "=== stage failed (exit $?); its finished rows are kept"
+}
+
+STAGES=("$@")
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(losses peers backbones mining)
+for name in "${STAGES[@]}"; do
+  case "$name" in
+    losses) stage losses benchmarks/side_by_side.py --only ours --jobs "$JOBS" ;;
+    peers) stage peers benchmarks/side_by_side.py --only anomalib --jobs "$JOBS" ;;
+    backbones) stage backbones benchmarks/fcdd_backbones.py --datasets magnetic_tile elpv --seeds 0 1 2 --jobs "$JOBS" ;;
+    mining) stage mining benchmarks/mining_sweep.py --resume --jobs 6 --quiet ;;
+    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining)" >&2; exit 2 ;;
+  esac
+done
