@@ -5,7 +5,7 @@
 #   python benchmarks/pack_for_device.py --out .devicedata     # the sets, pre-resized to 128 px
 #   bash benchmarks/anomalib_wheels.sh                           # anomalib's wheels into .whl/
 # There (carry .devicedata and .whl), as often as the device's time limit asks:
-#   DEFECTMINE_CODE_VERSION=<commit> bash benchmarks/on_device.sh [STAGE ...]
+#   DEFECTMINE_CODE_VERSION=<commit> timeout 540 bash benchmarks/on_device.sh [STAGE ...]   # stop before the call's limit
 #
 # Stages (default: all, in this order):
 #   losses     side_by_side.py: ours on both sets (every loss of the classifier, LIAC, FCDD, K = 10/40/80, 3 seeds)
