@@ -33,7 +33,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import FitFailed, kept_row, machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
+from _table import (  # noqa: E402
+    FitFailed,
+    kept_row,
+    machine_description,
+    machines_summary,
+    replace_section,
+    run_in_parallel,
+    subprocess_env,
+)
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, _mean_std  # noqa: E402  same settings as the FCDD rows
 
 RESULTS = REPO / "benchmarks" / "results" / "pretrain"
@@ -201,7 +209,7 @@ def _machines_line(rows: list[dict]) -> str:
     by_dataset: dict[str, set] = {}
     for row in rows:
         by_dataset.setdefault(row["dataset"], set()).add(row.get("machine", "not recorded"))
-    return "Rows ran on: " + "; ".join(f"{d}: {' and '.join(sorted(m))}" for d, m in sorted(by_dataset.items())) + ".  "
+    return "Rows ran on: " + "; ".join(f"{d}: {machines_summary(m)}" for d, m in sorted(by_dataset.items())) + ".  "
 
 
 def comparison_table(rows: list[dict], info: dict, command: str, settings: dict) -> str:

@@ -30,7 +30,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import FitFailed, kept_row, machine_description, replace_section, run_in_parallel, score_speed, subprocess_env  # noqa: E402
+from _table import (  # noqa: E402
+    FitFailed,
+    kept_row,
+    machine_description,
+    machines_summary,
+    replace_section,
+    run_in_parallel,
+    score_speed,
+    subprocess_env,
+)
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, REFERENCE, _mean_std  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "side_by_side"
@@ -334,14 +343,14 @@ def few_label_table(rows: list[dict], dataset: str) -> list[str]:
 
 
 def report(rows: list[dict], speed_rows: list[dict], command: str) -> tuple[str, str]:
-    fit_machines = sorted({r.get("machine", "?") for r in rows})
-    speed_machines = sorted({r.get("machine", "?") for r in speed_rows})
+    fit_machines = machines_summary(r.get("machine", "?") for r in rows)
+    speed_machines = machines_summary(r.get("machine", "?") for r in speed_rows)
     dates = sorted({r.get("date", "?") for r in rows + speed_rows})
     jobs = sorted({r.get("jobs", 1) for r in rows})
     header = [f"Command: `{command}` (tables from the rows kept in benchmarks/results/side_by_side/, each row "
               "written by `python benchmarks/side_by_side.py [--jobs N] [--speed]` on the machine named below)  ",
-              f"Date: {', '.join(dates)}; fits (quality, fit time, peak RSS) on: {'; '.join(fit_machines)}; "
-              f"scoring speed on: {'; '.join(speed_machines) or '-'}  ",
+              f"Date: {', '.join(dates)}; fits (quality, fit time, peak RSS) on: {fit_machines}; "
+              f"scoring speed on: {speed_machines or '-'}  ",
               f"Settings: {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, fixed splits; ours from scratch (backbone `cnn`, width "
               f"{DETECTOR_PARAMS['width']}, {DETECTOR_PARAMS['epochs']} epochs, lr {DETECTOR_PARAMS['lr']}, batch "
               f"{DETECTOR_PARAMS['batch_size']}); anomalib 2.7 models with their default backbones and "

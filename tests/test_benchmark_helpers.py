@@ -61,6 +61,12 @@ def test_replace_section_appends_then_replaces_in_place(tmp_path):
     assert text.index("second body") < text.index("other body")  # replaced where it was
 
 
+def test_machines_summary_lists_each_machine_once_with_its_code_versions():
+    cpu, gpu = "2 CPU cores (EPYC), no GPU, torch 2.14.1", "16 CPU cores (Xeon), H100, torch 2.11.0"
+    described = [f"{cpu}, code b2", f"{gpu}, code a1", f"{cpu}, code a1", f"{cpu}, code b2", "not recorded"]
+    assert _table.machines_summary(described) == f"{gpu} (code a1); {cpu} (code a1, b2); not recorded"
+
+
 def test_subprocess_env_shares_the_cores_among_jobs(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
