@@ -30,16 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import (  # noqa: E402
-    FitFailed,
-    kept_row,
-    machine_description,
-    machines_summary,
-    replace_section,
-    run_in_parallel,
-    score_speed,
-    subprocess_env,
-)
+from _table import FitFailed, kept_row, machine_description, machines_summary, replace_section, run_in_parallel, score_speed, subprocess_env  # noqa: E402
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, REFERENCE, _mean_std  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "side_by_side"
