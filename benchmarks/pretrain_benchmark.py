@@ -223,14 +223,14 @@ def comparison_table(rows: list[dict], info: dict, command: str, settings: dict)
         group[row["variant"]][row["seed"]] = row
     verdicts = {}
     for (dataset, detector, k), group in sorted(groups.items()):
-        if not set(group["scratch"]) & set(group["ours"]):
+        paired = len(set(group["scratch"]) & set(group["ours"]))
+        if not paired:
             continue  # nothing to compare yet (scratch rows are shared by every method); listed as not run
         auroc_s, auroc_o, auroc_d, gain = _paired(group, "auroc")
         f1_s, f1_o, f1_d, _ = _paired(group, "f1")
         target = "-" if k not in TARGET_KS or gain is None else ("met" if gain >= TARGET_GAIN else "missed")
         if target != "-":
             verdicts[f"{dataset} {detector} K={k}"] = gain
-        paired = len(set(group["scratch"]) & set(group["ours"]))
         lines.append(f"| {dataset} | {detector} | {k} | {paired} | {auroc_s} | {auroc_o} | {auroc_d} | "
                      f"{f1_s} | {f1_o} | {f1_d} | {target} |")
     if verdicts:

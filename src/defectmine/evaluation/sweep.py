@@ -425,6 +425,7 @@ def run_sweep(
     from defectmine.data.dataset import ImageDataset
     from defectmine.progress import progress_bar
     from defectmine.report.files import write_scores_csv
+    from defectmine.report.sweep import write_sweep_files  # report.sweep imports this module: import here
     from defectmine.workflow import (
         PreparedData,
         build_datasets,
@@ -487,8 +488,6 @@ def run_sweep(
     phases, recommendation = _phases_of(summary, tolerance)
     result = SweepResult(out_dir=out_dir, protocol=points[0].protocol, rows=rows, summary=summary, phases=phases,
                          recommendation=recommendation, files={})
-    from defectmine.report.sweep import write_sweep_files
-
     result.files = write_sweep_files(result, base, seeds=seeds, seconds=time.perf_counter() - started)
     return result
 
