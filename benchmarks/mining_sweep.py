@@ -24,21 +24,60 @@ instead.
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import math
 import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
+from _table import machine_description, machines_summary, replace_section, run_in_parallel, subprocess_env  # noqa: E402
 # The FCDD benchmark's settings, so that its K = 80 row and this sweep's last point describe one model.
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "mining"
 KS = "1,2,5,10,20,40,80"
+# Which machine and code fitted each (point, seed): rows of one sweep may come from several runs (a
+# resumed CPU run, a GPU box), and the section names them all rather than only the machine that renders.
+FITTED_ON = "fitted_on.json"
+
+
+def _row_keys(folder: Path) -> set[str]:
+    rows = folder / "sweep_rows.csv"
+    if not rows.is_file():
+        return set()
+    with rows.open(newline="") as handle:
+        return {f"{row['point']}|{row['seed']}" for row in csv.DictReader(handle)}
+
+
+def recording_machine(folder: Path, sweep, *, resume: bool):
+    """Run `sweep()` (which fits into `folder`, keeping its finished rows if `resume`), note this machine
+    beside each row it fitted, and return what `sweep()` returns."""
+    record = folder / FITTED_ON
+    if not resume:
+        record.unlink(missing_ok=True)
+    before = _row_keys(folder) if resume else set()
+    result = sweep()
+    added = _row_keys(folder) - before
+    if added:
+        known = json.loads(record.read_text()) if record.is_file() else {}
+        record.write_text(json.dumps({**known, **dict.fromkeys(sorted(added), machine_description())}, indent=1))
+    return result
+
+
+def fitted_on(out_dir: Path, rows: list[dict]) -> str:
+    """The machines (with code versions) that fitted `rows`, from the records in `out_dir` and its pieces."""
+    known = {}
+    for record in [*sorted(out_dir.glob(f"seed*/{FITTED_ON}")), out_dir / FITTED_ON]:
+        if record.is_file():
+            known.update(json.loads(record.read_text()))
+    machines = [known.get(f"{row['point']}|{row['seed']}", "not recorded") for row in rows]
+    return machines_summary(machines)
 
 
 def ratio_reach(data: str) -> dict:
@@ -91,7 +130,8 @@ def section(results: dict, reach: dict, args, command: str) -> str:
     if args.ratios is None:
         lines += [why_k(reach), ""]
     for data, result in results.items():
-        lines += [f"### {data}", "", markdown_table(result.summary), "",
+        lines += [f"### {data}", "", f"Rows fitted on: {fitted_on(_out_dir(data), result.rows)}.", "",
+                  markdown_table(result.summary), "",
                   f"**Recommendation:** {result.recommendation}", ""]
         if result.phases and result.phases["gain_per_doubling"]:
             xs, gains = result.phases["n_anomalies"], result.phases["gain_per_doubling"]
@@ -169,8 +209,9 @@ def main() -> None:
 
     if args.piece:
         data, seed = args.piece[0], int(args.piece[1])
-        run_sweep(base(data), ks=ks, ratios=ratios, seeds=[seed], out_dir=_out_dir(data) / f"seed{seed}",
-                  tolerance=args.tolerance, resume=True, quiet=True)
+        out = _out_dir(data) / f"seed{seed}"
+        recording_machine(out, partial(run_sweep, base(data), ks=ks, ratios=ratios, seeds=[seed], out_dir=out,
+                                       tolerance=args.tolerance, resume=True, quiet=True), resume=True)
         return
     if args.jobs > 1:
         run_pieces(args, seeds)
@@ -178,9 +219,10 @@ def main() -> None:
     results = {}
     for data in args.datasets:
         started = time.time()
-        result = run_sweep(base(data), ks=ks, ratios=ratios, seeds=seeds, out_dir=_out_dir(data),
-                           tolerance=args.tolerance, resume=args.resume or args.jobs > 1, quiet=args.quiet)
-        results[data] = result
+        resume = args.resume or args.jobs > 1
+        result = results[data] = recording_machine(_out_dir(data), partial(
+            run_sweep, base(data), ks=ks, ratios=ratios, seeds=seeds, out_dir=_out_dir(data), tolerance=args.tolerance,
+            resume=resume, quiet=args.quiet), resume=resume)
         print(f"{data}: {result.recommendation} ({time.time() - started:.0f} s; report {result.files['report']})",
               flush=True)
         if not args.no_write:
@@ -196,4 +238,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from defectmine.errors import DefectmineError
+
+    try:
+        main()
+    except DefectmineError as error:  # bad data or options: the message says what to fix, no traceback
+        sys.exit(f"mining_sweep.py: {error}")

@@ -110,3 +110,31 @@ def test_pretraining_table_pairs_seeds_and_states_the_target_verdict():
     assert table["80"].endswith("| - |") and "0" not in table
     assert "Target met in 1 of 2 cells at K = 10 and 40. Largest mean Δ AUROC +0.090 (a fcdd K=10); " \
            "smallest +0.010 (a fcdd K=40)." in text
+
+
+def test_mining_sweep_notes_the_machine_beside_each_row_it_fits(tmp_path, monkeypatch):
+    import mining_sweep
+
+    def write_rows(folder, keys):
+        lines = ["point,seed,auroc", *(f"{point},{seed},0.5" for point, seed in keys)]
+        (folder / "sweep_rows.csv").write_text("\n".join(lines) + "\n")
+        return "result"
+
+    piece = tmp_path / "seed0"
+    piece.mkdir()
+    write_rows(piece, [("K=1", 0)])  # fitted before records were kept
+    monkeypatch.setattr(mining_sweep, "machine_description", lambda: "box A, code aaa")
+    assert mining_sweep.recording_machine(piece, lambda: write_rows(piece, [("K=1", 0), ("K=2", 0)]),
+                                          resume=True) == "result"
+    monkeypatch.setattr(mining_sweep, "machine_description", lambda: "box A, code bbb")
+    mining_sweep.recording_machine(piece, lambda: write_rows(piece, [("K=1", 0), ("K=2", 0), ("K=5", 0)]),
+                                   resume=True)
+    assert json.loads((piece / "fitted_on.json").read_text()) == {"K=2|0": "box A, code aaa",
+                                                                  "K=5|0": "box A, code bbb"}
+    rows = [{"point": p, "seed": "0"} for p in ("K=1", "K=2", "K=5")]
+    assert mining_sweep.fitted_on(tmp_path, rows) == "box A (code aaa, bbb); not recorded"
+
+    # a fresh (not resumed) run refits every row: all of them are this machine's, old notes go
+    monkeypatch.setattr(mining_sweep, "machine_description", lambda: "box B, code ccc")
+    mining_sweep.recording_machine(piece, lambda: write_rows(piece, [("K=1", 0)]), resume=False)
+    assert json.loads((piece / "fitted_on.json").read_text()) == {"K=1|0": "box B, code ccc"}

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -193,8 +194,29 @@ def test_pieces_run_apart_merge_into_one_sweep_without_fitting_again(tiny_sweep,
     other = RunConfig(data=base.data, detector="fcdd", detector_params={**TINY, "epochs": 3}, image_size=32)
     monkeypatch.undo()
     third = run_sweep(other, ks=[1], seeds=[2], out_dir=tmp_path / "other", quiet=True)
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match="other settings") as raised:
         merge_sweep_rows([result.out_dir, third.out_dir], tmp_path / "mixed")
+    assert str(third.out_dir / "sweep_rows.csv") in str(raised.value)  # names the odd file out
+
+    # a stale merge in the target folder (e.g. an old smoke run's) is named too, and nothing is written
+    (tmp_path / "stale").mkdir()
+    shutil.copy(third.out_dir / "sweep_rows.csv", tmp_path / "stale" / "sweep_rows.csv")
+    with pytest.raises(ConfigError, match="stale"):
+        merge_sweep_rows([result.out_dir, second.out_dir], tmp_path / "stale")
+
+
+def test_a_piece_row_replaces_the_same_point_and_seed_of_an_earlier_merge(tiny_sweep, tmp_path):
+    _, result = tiny_sweep
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    earlier = (result.out_dir / "sweep_rows.csv").read_text()
+    lines = earlier.splitlines()
+    header = lines[0].split(",")
+    first = lines[1].split(",")
+    first[header.index("auroc")] = "0.123456"
+    (merged / "sweep_rows.csv").write_text("\n".join([lines[0], ",".join(first)]) + "\n")
+    assert merge_sweep_rows([result.out_dir], merged) == len(lines) - 1
+    assert "0.123456" not in (merged / "sweep_rows.csv").read_text()
 
 
 def test_baseline_point_without_anomalies_is_labelled_not_placed_on_the_log_axis():

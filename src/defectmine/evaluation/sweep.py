@@ -360,16 +360,17 @@ def _resumed_rows(path: Path, config_id: str, wanted: set[tuple[str, int]]) -> l
 def merge_sweep_rows(parts: Sequence[Path | str], out_dir: Path | str) -> int:
     """Gather the fitted rows of one sweep that ran in pieces (e.g. one folder per seed, side by side)
     into `out_dir/sweep_rows.csv`, so that `run_sweep(..., resume=True)` on `out_dir` summarises them
-    without fitting again. Rows already in `out_dir` are kept; a (point, seed) found twice keeps the
-    first. Returns the number of rows written.
+    without fitting again. Rows already in `out_dir` (an earlier merge) are kept, but a (point, seed)
+    found twice keeps the piece's row: the pieces are the newer. Returns the number of rows written.
 
     Raises:
-        ConfigError: if the pieces were run with other settings than each other (their config ids differ).
+        ConfigError: if the rows come from sweeps with different settings (their config ids differ);
+            the message lists which file holds which settings.
         DataError: if a piece's sweep_rows.csv cannot be read.
     """
     out_dir = Path(out_dir)
-    sources = [out_dir / ROWS_FILE, *(Path(part) / ROWS_FILE for part in parts)]
-    rows, seen = [], set()
+    sources = [*(Path(part) / ROWS_FILE for part in parts), out_dir / ROWS_FILE]
+    rows, seen, files_by_config = [], set(), {}
     for source in sources:
         if not source.is_file():
             continue
@@ -378,12 +379,15 @@ def merge_sweep_rows(parts: Sequence[Path | str], out_dir: Path | str) -> int:
         except (ValueError, csv.Error) as err:
             raise DataError(f"{source}: cannot read its rows ({err}). Fix: delete it and run that piece again.") from None
         for row in found:
+            files_by_config.setdefault(row.get("config_id"), []).append(str(source))
             if (row["point"], row["seed"]) not in seen:
                 seen.add((row["point"], row["seed"]))
                 rows.append(row)
-    if len({row.get("config_id") for row in rows}) > 1:
-        raise ConfigError(f"{', '.join(str(s) for s in sources if s.is_file())} hold rows of sweeps with other "
-                          "settings; merging would mix them. Fix: run every piece with the same options.")
+    if len(files_by_config) > 1:
+        listing = "; ".join(f"settings {config}: {', '.join(dict.fromkeys(files))}"
+                            for config, files in files_by_config.items())
+        raise ConfigError(f"rows of sweeps with other settings would mix ({listing}). Fix: delete the rows of "
+                          "the run you do not want (e.g. an old smoke run's), or run every piece with the same options.")
     from defectmine.report.files import write_scores_csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
