@@ -26,7 +26,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import FitFailed, kept_row, machine_description, replace_section, run_in_parallel, subprocess_env  # noqa: E402
+from _table import (  # noqa: E402
+    FitFailed, kept_row, machine_description, machines_summary, replace_section, run_in_parallel, subprocess_env,
+)
 # The FCDD benchmark's settings (its `cnn` row at K = 80 is this table's `cnn` row).
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE  # noqa: E402
 
@@ -62,22 +64,25 @@ def run_one(dataset: str, backbone: str, k: int, seed: int, epochs: int, image_s
         "fit_seconds": metrics["timing"]["fit_seconds"], "score_ms_per_image": metrics["timing"]["score_ms_per_image"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "best_epoch": metrics["training"]["best_epoch"], "device": str(detector.device),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "machine": machine_description(),
     }
 
 
-def table(rows: list[dict], args, command: str) -> str:
+def table(rows: list[dict], args, command: str, not_run: list[tuple[str, str, int]] = ()) -> str:
+    """The section's Markdown: one line per (dataset, backbone) over its seeds, and the fits `not_run` yet."""
     from defectmine.evaluation import aggregate, format_mean_std
 
     lines = [
         f"Command: `{command}`  ",
-        f"Date: {time.strftime('%Y-%m-%d')}; machine: {machine_description()}  ",
+        f"Date: {time.strftime('%Y-%m-%d')}; rows fitted on: "
+        f"{machines_summary(r.get('machine', 'not recorded') for r in rows) or 'none yet'}  ",
         f"Settings: FCDD, every backbone from scratch (no pretrained weights), cut at output stride 8 (`cnn`: width "
         f"{DETECTOR_PARAMS['width']}); "
         f"{args.image_size}x{args.image_size} grayscale, {args.epochs} epochs, batch {DETECTOR_PARAMS['batch_size']}, "
         f"lr {DETECTOR_PARAMS['lr']}, K = {args.k} labelled anomalies; threshold max-F1 on val; metrics on test; "
         "mean ± std over seeds; ms/img: scoring val+test with maps, batch 64; fits ran "
-        f"{max(r.get('jobs', 1) for r in rows)} at a time at most (fit s and ms/img are measured under that load).",
+        f"{max((r.get('jobs', 1) for r in rows), default=1)} at a time at most (fit s and ms/img are measured under "
+        "that load).",
         "",
         "| dataset | backbone | params (M) | map | seeds | test AUROC | test AUPRC | test F1 | precision | recall "
         "| pixel AUROC | fit s | ms/img | peak RSS MB |",
@@ -101,6 +106,13 @@ def table(rows: list[dict], args, command: str) -> str:
     missing = [b for b in BACKBONES if b not in {row["backbone"] for row in rows}]
     if missing:
         lines += ["", f"Not run in this table: {', '.join(missing)} (of the ablation's {', '.join(BACKBONES)})."]
+    if not_run:
+        seeds: dict[tuple[str, str], list[int]] = {}
+        for dataset, backbone, seed in not_run:
+            seeds.setdefault((Path(dataset).name, backbone), []).append(seed)
+        cells = "; ".join(f"{dataset} {backbone} (seeds {', '.join(map(str, found))})"
+                          for (dataset, backbone), found in seeds.items())
+        lines += ["", f"Not run yet ({len(not_run)} fits of this command): {cells}."]
     return "\n".join(lines)
 
 
@@ -118,6 +130,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="Fits running side by side (the table's fit times are then measured under that load).")
     parser.add_argument("--one", nargs=3, metavar=("DATASET", "BACKBONE", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--report", action="store_true",
+                        help="Fit nothing: tabulate the kept rows of these configurations, list those not run yet.")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md or benchmarks/results/.")
     args = parser.parse_args()
 
@@ -126,11 +140,13 @@ def main() -> None:
         print(json.dumps(run_one(dataset, backbone, args.k, seed, args.epochs, args.image_size, args.device)))
         return
 
-    def fit(configuration: tuple[str, str, int]) -> dict:
+    def fit(configuration: tuple[str, str, int]) -> dict | None:
         dataset, backbone, seed = configuration
         started = time.time()
         path = (RESULTS if not args.no_write else REPO / "runs" / "bench" / "fcdd_backbones-smoke") / \
             f"{Path(dataset).name}-{backbone}-k{args.k}-s{seed}-e{args.epochs}-{args.image_size}px.json"
+        if args.report:
+            return json.loads(path.read_text()) if path.is_file() else None
         row, ran = kept_row(path, __file__, ["--one", dataset, backbone, str(seed), "--k", str(args.k), "--epochs",
                                              str(args.epochs), "--image-size", str(args.image_size), "--device",
                                              args.device], subprocess_env(args.jobs), {"jobs": args.jobs})
@@ -141,11 +157,13 @@ def main() -> None:
 
     configurations = [(d, b, s) for d in args.datasets for b in args.backbones for s in args.seeds]
     try:
-        rows = run_in_parallel(fit, configurations, args.jobs)
+        found = run_in_parallel(fit, configurations, args.jobs)
     except FitFailed as error:
         sys.exit(str(error))
+    rows = [row for row in found if row is not None]
+    not_run = [configuration for configuration, row in zip(configurations, found) if row is None]
     command = ("python benchmarks/fcdd_backbones.py " + " ".join(sys.argv[1:])).strip()
-    text = table(rows, args, command)
+    text = table(rows, args, command, not_run)
     print(text)
     if not args.no_write:
         replace_section(REPO / "BENCHMARKS.md", "fcdd-backbones", "FCDD backbones, all from scratch", text)

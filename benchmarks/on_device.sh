@@ -19,7 +19,7 @@
 # the same command again. The rows come back in $OUT/results.tar (benchmarks/results and the mining
 # sweep's runs/bench/mining-*), written when the script exits for any reason; what the scripts write
 # into BENCHMARKS.md there stays there. Unpack the tar at the repository root here, then re-render
-# the tables: side_by_side.py --report, fcdd_backbones.py (nothing left to fit), mining_sweep.py --resume.
+# the tables: side_by_side.py --report, fcdd_backbones.py --datasets magnetic_tile elpv --seeds 0 1 2 --report, mining_sweep.py --resume.
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

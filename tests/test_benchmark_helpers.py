@@ -138,3 +138,20 @@ def test_mining_sweep_notes_the_machine_beside_each_row_it_fits(tmp_path, monkey
     monkeypatch.setattr(mining_sweep, "machine_description", lambda: "box B, code ccc")
     mining_sweep.recording_machine(piece, lambda: write_rows(piece, [("K=1", 0)]), resume=False)
     assert json.loads((piece / "fitted_on.json").read_text()) == {"K=1|0": "box B, code ccc"}
+
+
+def test_backbone_table_names_the_machines_of_its_rows_and_the_fits_not_run_yet():
+    from argparse import Namespace
+
+    import fcdd_backbones
+
+    row = {"dataset": "magnetic_tile", "backbone": "cnn", "params_m": 0.07, "map": "16x16", "auroc": 0.9,
+           "auprc": 0.9, "f1": 0.8, "precision": 0.8, "recall": 0.8, "pixel_auroc": 0.7, "fit_seconds": 100.0,
+           "score_ms_per_image": 2.0, "peak_rss_mb": 1000.0, "jobs": 2}
+    rows = [{**row, "seed": 0, "machine": "box A, code aaa"}, {**row, "seed": 1}]
+    args = Namespace(image_size=128, epochs=25, k=80)
+    text = fcdd_backbones.table(rows, args, "cmd", [("elpv", "cnn", 0), ("elpv", "cnn", 2), ("elpv", "vgg16", 0)])
+    assert "rows fitted on: box A (code aaa); not recorded" in text
+    assert "| magnetic_tile | cnn | 0.07 | 16x16 | 2 |" in text
+    assert "Not run yet (3 fits of this command): elpv cnn (seeds 0, 2); elpv vgg16 (seeds 0)." in text
+    assert "Not run in this table: vgg16, resnet18, inception_v3" in text
