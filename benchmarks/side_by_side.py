@@ -266,6 +266,12 @@ def _flag_everything_f1(dataset: str) -> float | None:
     return 2 * share / (1 + share)
 
 
+def _machine(row: dict) -> str:
+    """The machine a row was fitted on, without the code version."""
+    machine, found, _ = row.get("machine", "not recorded").rpartition(", code ")
+    return machine if found else row.get("machine", "not recorded")
+
+
 def ratio_lines(rows: list[dict], speed_rows: list[dict], dataset: str, ours: list[str]) -> list[str]:
     """Our best detector at K = 40 (by mean validation AUROC) against each peer, and the targets."""
     at_k = {m: [r for r in rows if r["dataset"] == dataset and r["model"] == m and r["k"] == TARGET_K] for m in ours}
@@ -280,13 +286,22 @@ def ratio_lines(rows: list[dict], speed_rows: list[dict], dataset: str, ours: li
     lines = [f"Ratios at K = {TARGET_K}: ours = {best} (best mean validation AUROC at K = {TARGET_K}); "
              "quality ratio = ours / peer; speed ratio = peer ms / our ms (above 1: ours is faster).", "",
              "| peer | AUROC ratio | F1 ratio | fit-time ratio | speed ratio b32 | speed ratio b1 |", "|---|---|---|---|---|---|"]
+    our_machines = {_machine(r) for r in at_k[best]}
+    other_machine = []
     for peer, r in peers.items():
         peer_speed = _speed_of(speed_rows, dataset, peer)
         ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
-        lines.append(f"| {peer} | {ratio(auroc, r['auroc'])} | {ratio(f1, r['f1'])} | "
-                     f"{ratio(r['fit_seconds'], _mean(at_k[best], 'fit_seconds'))} | "
+        if our_machines == {_machine(r)}:
+            fit_ratio = ratio(r["fit_seconds"], _mean(at_k[best], "fit_seconds"))
+        else:  # fit times from different machines say nothing about the methods
+            fit_ratio = "n/a*"
+            other_machine.append(peer)
+        lines.append(f"| {peer} | {ratio(auroc, r['auroc'])} | {ratio(f1, r['f1'])} | {fit_ratio} | "
                      f"{ratio(peer_speed.get('ms_per_image_b32'), our_speed.get('ms_per_image_b32'))} | "
                      f"{ratio(peer_speed.get('ms_per_image_b1'), our_speed.get('ms_per_image_b1'))} |")
+    if other_machine:
+        lines += ["", f"n/a*: {', '.join(other_machine)} was fitted on another machine than {best} (see the header), "
+                  "so their fit times do not compare."]
     best_peer_auroc = max(r["auroc"] for r in peers.values())
     best_peer_f1 = max(r["f1"] for r in peers.values())
     fastest = min((s for p in peers if (s := _speed_of(speed_rows, dataset, p).get("ms_per_image_b32"))), default=None)

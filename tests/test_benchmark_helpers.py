@@ -155,3 +155,18 @@ def test_backbone_table_names_the_machines_of_its_rows_and_the_fits_not_run_yet(
     assert "| magnetic_tile | cnn | 0.07 | 16x16 | 2 |" in text
     assert "Not run yet (3 fits of this command): elpv cnn (seeds 0, 2); elpv vgg16 (seeds 0)." in text
     assert "Not run in this table: vgg16, resnet18, inception_v3" in text
+
+
+def test_side_by_side_compares_fit_times_only_between_rows_of_one_machine():
+    import side_by_side
+
+    def row(model, machine, k=None, fit=10.0):
+        return {"dataset": "elpv", "model": model, "k": k, "auroc": 0.7, "f1": 0.8, "val_auroc": 0.7,
+                "fit_seconds": fit, "machine": machine}
+
+    rows = [row("FCDD", "box A, code aaa", k=40, fit=20.0), row("FCDD", "box A, code bbb", k=40, fit=20.0),
+            row("padim", "box A, code ccc", fit=10.0), row("cflow", "box B, code aaa", fit=1000.0)]
+    text = "\n".join(side_by_side.ratio_lines(rows, [], "elpv", ["FCDD"]))
+    assert "| padim | 1.00 | 1.00 | 0.50 |" in text  # same machine, other code versions: comparable
+    assert "| cflow | 1.00 | 1.00 | n/a* |" in text
+    assert "n/a*: cflow was fitted on another machine than FCDD" in text
