@@ -27,13 +27,19 @@ def machine_description() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, code {code_version()}"
 
 
+def split_code(description: str) -> tuple[str, str | None]:
+    """A `machine_description()` split into (machine, code version); (description, None) without one."""
+    machine, found, code = description.rpartition(", code ")
+    return (machine, code) if found else (description, None)
+
+
 def machines_summary(descriptions) -> str:
     """`machine_description()`s of kept rows, one entry per machine with its code versions listed once:
     "2 CPU cores (...), no GPU, torch 2.14.1 (code 01c2a49, 13b47af); 16 CPU cores (...) (code bd7c846)"."""
     codes: dict[str, list[str]] = {}
     for description in sorted(set(descriptions)):
-        machine, found, code = description.rpartition(", code ")
-        codes.setdefault(machine if found else description, []).extend([code] if found else [])
+        machine, code = split_code(description)
+        codes.setdefault(machine, []).extend([code] if code else [])
     return "; ".join(machine + (f" (code {', '.join(versions)})" if versions else "")
                      for machine, versions in codes.items())
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import FitFailed, kept_row, machine_description, machines_summary, replace_section, run_in_parallel, score_speed, subprocess_env  # noqa: E402
+from _table import FitFailed, kept_row, machine_description, machines_summary, replace_section, run_in_parallel, score_speed, split_code, subprocess_env  # noqa: E402
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, REFERENCE, _mean_std  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "side_by_side"
@@ -268,8 +268,7 @@ def _flag_everything_f1(dataset: str) -> float | None:
 
 def _machine(row: dict) -> str:
     """The machine a row was fitted on, without the code version."""
-    machine, found, _ = row.get("machine", "not recorded").rpartition(", code ")
-    return machine if found else row.get("machine", "not recorded")
+    return split_code(row.get("machine", "not recorded"))[0]
 
 
 def ratio_lines(rows: list[dict], speed_rows: list[dict], dataset: str, ours: list[str]) -> list[str]:
