@@ -112,7 +112,8 @@ def table(rows: list[dict], args, command: str, not_run: list[tuple[str, str, in
             seeds.setdefault((Path(dataset).name, backbone), []).append(seed)
         cells = "; ".join(f"{dataset} {backbone} (seeds {', '.join(map(str, found))})"
                           for (dataset, backbone), found in seeds.items())
-        lines += ["", f"Not run yet ({len(not_run)} fits of this command): {cells}."]
+        count = f"{len(not_run)} fit{'s' if len(not_run) != 1 else ''}"
+        lines += ["", f"Not run yet ({count} of this command): {cells}."]
     return "\n".join(lines)
 
 
