@@ -85,11 +85,15 @@ def run_in_parallel(function, jobs: list, n_jobs: int = 1) -> list:
 
 
 def subprocess_env(n_jobs: int = 1) -> dict:
-    """Environment for one benchmark subprocess: no display, and the CPU cores shared out among the
+    """Environment for one benchmark subprocess: no display, the CPU cores shared out among the
     `n_jobs` processes running side by side (torch would otherwise start one thread per core in each),
-    unless OMP_NUM_THREADS is set already."""
+    unless OMP_NUM_THREADS is set already, and the code version pinned as the fit starts.
+
+    The subprocess writes its row when its fit ends, hours later for a large backbone on a CPU; reading
+    the commit then would credit the row to whatever was committed in between."""
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, n_jobs)))
-    return {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    return {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+            "DEFECTMINE_CODE_VERSION": code_version()}
 
 
 class FitFailed(RuntimeError):

@@ -62,11 +62,12 @@ def recording_machine(folder: Path, sweep, *, resume: bool):
     if not resume:
         record.unlink(missing_ok=True)
     before = _row_keys(folder) if resume else set()
+    machine = machine_description()  # as the fits start: a commit made while they run did not fit them
     result = sweep()
     added = _row_keys(folder) - before
     if added:
         known = json.loads(record.read_text()) if record.is_file() else {}
-        record.write_text(json.dumps({**known, **dict.fromkeys(sorted(added), machine_description())}, indent=1))
+        record.write_text(json.dumps({**known, **dict.fromkeys(sorted(added), machine)}, indent=1))
     return result
 
 
@@ -135,7 +136,7 @@ def section(results: dict, reach: dict, args, command: str) -> str:
                   f"**Recommendation:** {result.recommendation}", ""]
         if result.phases and result.phases["gain_per_doubling"]:
             xs, gains = result.phases["n_anomalies"], result.phases["gain_per_doubling"]
-            steps = ", ".join(f"{a}→{b}: {g:+.3f}" for a, b, g in zip(xs, xs[1:], gains))
+            steps = ", ".join(f"{a}→{b}: {g:+.3f}" for a, b, g in zip(xs, xs[1:], gains, strict=False))
             lines += [f"AUROC gain per doubling (running best): {steps}", ""]
         if not args.no_write and "plot" in result.files:
             lines += [f"![mining curve, {data}](benchmarks/results/mining/{_slug(data)}.png)", ""]

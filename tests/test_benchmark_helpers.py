@@ -76,6 +76,17 @@ def test_subprocess_env_shares_the_cores_among_jobs(monkeypatch):
     assert _table.subprocess_env(4)["OMP_NUM_THREADS"] == "3"
 
 
+def test_subprocess_env_pins_the_code_version_at_launch(monkeypatch):
+    read_commit = _table.code_version
+    monkeypatch.delenv("DEFECTMINE_CODE_VERSION", raising=False)
+    monkeypatch.setattr(_table, "code_version", lambda: "abc1234")
+    env = _table.subprocess_env(1)
+    assert env["DEFECTMINE_CODE_VERSION"] == "abc1234"
+    # The subprocess reads its version when its fit ends; by then HEAD may have moved on.
+    monkeypatch.setattr(os, "environ", env)
+    assert read_commit() == "abc1234"
+
+
 def test_pretraining_table_lists_the_fits_not_run_yet():
     import pretrain_benchmark
 
@@ -138,6 +149,19 @@ def test_mining_sweep_notes_the_machine_beside_each_row_it_fits(tmp_path, monkey
     monkeypatch.setattr(mining_sweep, "machine_description", lambda: "box B, code ccc")
     mining_sweep.recording_machine(piece, lambda: write_rows(piece, [("K=1", 0)]), resume=False)
     assert json.loads((piece / "fitted_on.json").read_text()) == {"K=1|0": "box B, code ccc"}
+
+
+def test_mining_sweep_records_the_code_its_fits_started_on(tmp_path, monkeypatch):
+    import mining_sweep
+
+    monkeypatch.setattr(mining_sweep, "machine_description", lambda: "box A, code aaa")
+
+    def sweep_during_which_a_commit_lands():
+        monkeypatch.setattr(mining_sweep, "machine_description", lambda: "box A, code bbb")
+        (tmp_path / "sweep_rows.csv").write_text("point,seed,auroc\nK=1,0,0.5\n")
+
+    mining_sweep.recording_machine(tmp_path, sweep_during_which_a_commit_lands, resume=False)
+    assert json.loads((tmp_path / "fitted_on.json").read_text()) == {"K=1|0": "box A, code aaa"}
 
 
 def test_backbone_table_names_the_machines_of_its_rows_and_the_fits_not_run_yet():
