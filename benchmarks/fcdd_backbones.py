@@ -40,7 +40,7 @@ def run_one(dataset: str, backbone: str, k: int, seed: int, epochs: int, image_s
     """Fit + evaluate one configuration in this process; returns its row."""
     import torch
 
-    from defectmine.workflow import RunConfig, fit_run
+    from defectmine.pipeline import RunConfig, fit_run
 
     params = {**DETECTOR_PARAMS, "epochs": epochs, "backbone": backbone, "backbone_weights": None, "device": device}
     config = RunConfig(data=dataset, detector="fcdd", detector_params=params, k=k, seed=seed,

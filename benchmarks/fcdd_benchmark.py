@@ -38,14 +38,14 @@ def run_one(dataset: str, k: int, seed: int, out: Path, synthetic: str = "auto")
     """Fit + evaluate one configuration in this process; returns its row."""
     import torch
 
-    from defectmine.workflow import RunConfig, fit_run
+    from defectmine.pipeline import RunConfig, fit_run
 
     params = {**DETECTOR_PARAMS, "synthetic": synthetic}
     config = RunConfig(data=dataset, detector="fcdd", detector_params=params, k=k, seed=seed,
                        image_size=IMAGE_SIZE, quiet=True)
     result = fit_run(config, out)
     detector, metrics = result.detector, result.metrics
-    from defectmine.workflow import prepare_data
+    from defectmine.pipeline import prepare_data
 
     test = prepare_data(config).test
     def score(images, batch):

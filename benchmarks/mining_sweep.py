@@ -84,7 +84,7 @@ def fitted_on(out_dir: Path, rows: list[dict]) -> str:
 def ratio_reach(data: str) -> dict:
     """Normal training images, reserved anomalies and which positive ratios the fixed split can reach."""
     from defectmine.data.splits import POSITIVE_RATIOS, parse_ratio
-    from defectmine.workflow import RunConfig, load_records, split_records
+    from defectmine.pipeline import RunConfig, load_records, split_records
 
     split = split_records(load_records(data), RunConfig(data=data))
     n_normal, pool = len(split.normal_train), len(split.train_anomalous)
@@ -124,7 +124,7 @@ def section(results: dict, reach: dict, args, command: str) -> str:
         f"grayscale, {params['epochs']} epochs, width {params['width']}; threshold max-F1 on val; metrics on test; "
         f"mean ± std over seeds {args.seeds}; phase rule: over-mining starts at the first point after which every "
         f"gain of the running-best test AUROC per doubling of anomalies stays below {args.tolerance:g} "
-        "(`defectmine.evaluation.sweep.mining_phases`)"
+        "(`defectmine.evaluation.sweep.mining_phases`, read from validation AUROC)"
         + (f"; {args.jobs} sweeps ran side by side, so fit s is measured under that load." if args.jobs > 1 else "."),
         "",
     ]
@@ -150,7 +150,7 @@ def _slug(data: str) -> str:
 def run_pieces(args, seeds: list[int]) -> None:
     """--jobs: each (dataset, seed) sweeps in its own subprocess, up to --jobs at a time, into
     runs/bench/mining-<dataset>/seed<S>/; their rows are then merged into the dataset's sweep folder."""
-    from defectmine.evaluation.sweep import merge_sweep_rows
+    from defectmine.pipeline import merge_sweep_rows
 
     options = ["--epochs", str(args.epochs), "--image-size", str(args.image_size), "--tolerance", str(args.tolerance),
                "--device", args.device, *(["--ratios", args.ratios] if args.ratios else ["--ks", args.ks])]
@@ -197,8 +197,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md or benchmarks/results/.")
     args = parser.parse_args()
 
-    from defectmine.evaluation.sweep import run_sweep
-    from defectmine.workflow import RunConfig
+    from defectmine.pipeline import run_sweep
+    from defectmine.pipeline import RunConfig
 
     seeds = [int(s) for s in args.seeds.split(",")]
     ks = None if args.ratios else [int(k) for k in args.ks.split(",")]

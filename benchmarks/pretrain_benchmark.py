@@ -107,7 +107,7 @@ def run_one(job: dict) -> dict:
 
     from defectmine.data import fixed_split
     from defectmine.models.registry import create, detector_class
-    from defectmine.workflow import RunConfig, evaluate_scores, prepare_data
+    from defectmine.pipeline import RunConfig, evaluate_scores, prepare_data
 
     known = {f.name for f in fields(detector_class(job["detector"]).Config)}
     params = {**DETECTOR_PARAMS, **ARCHITECTURE, "backbone": job["backbone"], "epochs": job["detector_epochs"],

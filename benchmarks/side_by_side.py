@@ -64,21 +64,15 @@ def _arrays(dataset):
 def run_ours(job: dict) -> dict:
     import torch
 
-    from defectmine.models.base import Scores
-    from defectmine.models.registry import create
-    from defectmine.workflow import RunConfig, evaluate_scores, prepare_data
+    from defectmine.pipeline import RunConfig, fit_and_evaluate, prepare_data
 
     registry_name, params = our_models()[job["model"]]
     config = RunConfig(data=job["dataset"], detector=registry_name, k=job["k"], seed=job["seed"],
-                       image_size=IMAGE_SIZE, quiet=True)
+                       image_size=IMAGE_SIZE, quiet=True,
+                       detector_params={**DETECTOR_PARAMS, **params, **job.get("overrides", {})})
     data = prepare_data(config)
-    detector = create(registry_name, **{**DETECTOR_PARAMS, **params, "seed": job["seed"], "quiet": True,
-                                        **job.get("overrides", {})})
-    started = time.perf_counter()
-    detector.fit(data.normal, data.anomalous, val=data.val)
-    fit_seconds = time.perf_counter() - started
-    val_scores, test_scores = detector.score(data.val, maps=False), detector.score(data.test, maps=False)
-    metrics = evaluate_scores(config, data.val, Scores(val_scores.image), data.test, Scores(test_scores.image))
+    outcome = fit_and_evaluate(config, data)  # the shared fit -> score -> evaluate path
+    detector, metrics, fit_seconds = outcome.detector, outcome.metrics, outcome.fit_seconds
 
     def score(images, batch):
         detector.config.score_batch_size = batch
@@ -94,7 +88,7 @@ def run_peer(job: dict) -> dict:
 
     import anomalib_peers
     from defectmine.models.base import Scores
-    from defectmine.workflow import RunConfig, evaluate_scores, prepare_data
+    from defectmine.pipeline import RunConfig, evaluate_scores, prepare_data
 
     config = RunConfig(data=job["dataset"], k=0, seed=job["seed"], image_size=IMAGE_SIZE, quiet=True)
     data = prepare_data(config)

@@ -9,7 +9,7 @@ import torch
 from defectmine.data import ImageDataset, ImageSpec, scan_folder, write_synthetic_folder
 from defectmine.data.images import normalise
 from defectmine.errors import ConfigError
-from defectmine.evaluation.thresholds import Threshold
+from defectmine.evaluation import selection
 from defectmine.models import classifier as classifier_module
 from defectmine.models import losses
 from defectmine.models.registry import create, load_detector
@@ -27,7 +27,7 @@ def sets(tmp_path_factory):
     return {
         "normal": ImageDataset(normal[:28], SPEC),
         "anomalous": ImageDataset(anomalous[:4], SPEC),
-        "val": ImageDataset(normal[28:] + anomalous[4:], SPEC),
+        "val": ImageDataset([r.with_split("val") for r in normal[28:] + anomalous[4:]], SPEC),
     }
 
 
@@ -77,9 +77,9 @@ def test_model_selection_keeps_the_epoch_of_the_best_validation_f1(monkeypatch, 
 
     def fake_max_f1(labels, scores):
         snapshots.append({k: v.clone() for k, v in detector.network_.state_dict().items()})
-        return Threshold(rule="max_f1", value=0.0, params={"f1": next(f1_per_epoch)})
+        return next(f1_per_epoch)
 
-    monkeypatch.setattr(classifier_module, "max_f1_threshold", fake_max_f1)
+    monkeypatch.setitem(selection.SELECTION_METRICS, "max_f1", fake_max_f1)
     detector = create("classifier", **{**FAST, "epochs": 4, "eval_every": 1})
     detector.fit(sets["normal"], sets["anomalous"], val=sets["val"])
     assert len(snapshots) == 4

@@ -147,15 +147,16 @@ def test_pretrain_unknown_method_is_one_clear_line(tmp_path):
 
 
 def test_elpv_without_shared_split_files_falls_back_to_the_protocol(monkeypatch):
-    import defectmine.workflow as workflow
+    import defectmine.pipeline.data as pipeline_data
+    from defectmine.data import Split
     from defectmine.errors import DataError
 
     def missing(name):
         raise DataError("shared/ not found.")
 
-    monkeypatch.setattr(workflow, "fixed_split", missing)
+    monkeypatch.setattr(pipeline_data, "fixed_split", missing)
     with pytest.warns(UserWarning, match="protocol"):
-        records = workflow.load_records("elpv")
-    counts = workflow.Split.from_records(records).counts()
+        records = pipeline_data.load_records("elpv")
+    counts = Split.from_records(records).counts()
     assert counts["train"] == 905 and counts["train_anomalous"] == 80
     assert counts["val_normal"] + counts["test_normal"] == 603

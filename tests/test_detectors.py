@@ -28,17 +28,28 @@ def tiny_sets(tmp_path_factory):
     anomalous = [r for r in records if r.is_anomalous]
     train_anomalous = anomalous[::4]  # 4 labelled, both classes
     held_out = [r for r in anomalous if r not in train_anomalous]
+    # model selection sees the val split only; the test split is what the assertions score
+    val = [r.with_split("val") for r in normal[28:34] + held_out[::2]]
+    test = [r.with_split("test") for r in normal[34:] + held_out[1::2]]
     return {
         "normal": ImageDataset(normal[:28], SPEC),
         "anomalous": ImageDataset(train_anomalous, SPEC),
-        "test": ImageDataset(normal[28:] + held_out, SPEC),
+        "val": ImageDataset(val, SPEC),
+        "test": ImageDataset(test, SPEC),
     }
 
 
 @pytest.fixture(scope="module", params=sorted(DETECTORS))
 def fitted(request, tiny_sets):
     detector = create(request.param, device="cpu", quiet=True, seed=0, **FAST_PARAMS.get(request.param, {}))
-    return detector.fit(tiny_sets["normal"], tiny_sets["anomalous"], val=tiny_sets["test"])
+    return detector.fit(tiny_sets["normal"], tiny_sets["anomalous"], val=tiny_sets["val"])
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_model_selection_refuses_the_test_split(name, tiny_sets):
+    detector = create(name, device="cpu", quiet=True, **{**FAST_PARAMS.get(name, {}), "epochs": 1})
+    with pytest.raises(ConfigError, match="validation images only.*'test'"):
+        detector.fit(tiny_sets["normal"], tiny_sets["anomalous"], val=tiny_sets["test"])
 
 
 def test_scores_are_finite_with_maps_at_input_resolution(fitted, tiny_sets):

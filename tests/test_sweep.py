@@ -15,13 +15,12 @@ from defectmine.evaluation.sweep import (
     OPPORTUNITY,
     OVER_MINING,
     UNDETERMINED,
-    merge_sweep_rows,
     mining_phases,
     phase_spans,
-    run_sweep,
+    phases_of,
     summarise,
 )
-from defectmine.workflow import RunConfig
+from defectmine.pipeline import RunConfig, merge_sweep_rows, run_sweep
 
 DOUBLINGS = [1, 2, 4, 8, 16]
 
@@ -164,12 +163,12 @@ def test_run_sweep_writes_every_file_and_one_row_per_point(tiny_sweep):
 
 def test_resume_keeps_finished_fits(tiny_sweep, monkeypatch):
     base, result = tiny_sweep
-    import defectmine.workflow
+    import defectmine.pipeline.steps
 
     def no_fit(config):
         raise AssertionError("resume should not fit a finished point again")
 
-    monkeypatch.setattr(defectmine.workflow, "create_detector", no_fit)
+    monkeypatch.setattr(defectmine.pipeline.steps, "create_detector", no_fit)
     again = run_sweep(base, ks=[1, 2, 4], seeds=[0], out_dir=result.out_dir, resume=True, quiet=True)
     assert [r["auroc"] for r in again.rows] == pytest.approx([r["auroc"] for r in result.rows])
     other = RunConfig(data=base.data, detector="fcdd", detector_params={**TINY, "epochs": 3}, image_size=32)
@@ -181,12 +180,12 @@ def test_pieces_run_apart_merge_into_one_sweep_without_fitting_again(tiny_sweep,
     base, result = tiny_sweep  # seed 0, run whole
     second = run_sweep(base, ks=[1, 2, 4], seeds=[1], out_dir=tmp_path / "seed1", quiet=True)
     assert merge_sweep_rows([result.out_dir, second.out_dir], tmp_path / "all") == 6
-    import defectmine.workflow
+    import defectmine.pipeline.steps
 
     def no_fit(config):
         raise AssertionError("merged rows should not be fitted again")
 
-    monkeypatch.setattr(defectmine.workflow, "create_detector", no_fit)
+    monkeypatch.setattr(defectmine.pipeline.steps, "create_detector", no_fit)
     merged = run_sweep(base, ks=[1, 2, 4], seeds=[0, 1], out_dir=tmp_path / "all", resume=True, quiet=True)
     assert [(r["point"], r["seed"]) for r in merged.rows] == [(f"K={k}", s) for k in (1, 2, 4) for s in (0, 1)]
     assert all(e["seeds"] == 2 for e in merged.summary)
@@ -220,20 +219,30 @@ def test_a_piece_row_replaces_the_same_point_and_seed_of_an_earlier_merge(tiny_s
 
 
 def test_baseline_point_without_anomalies_is_labelled_not_placed_on_the_log_axis():
-    rows = [{"point": "K=0", "n_anomalous": 0, "n_normal": 9, "auroc": 0.6},
-            {"point": "K=2", "n_anomalous": 2, "n_normal": 9, "auroc": 0.7},
-            {"point": "K=4", "n_anomalous": 4, "n_normal": 9, "auroc": 0.8}]
-    from defectmine.evaluation.sweep import _phases_of
+    rows = [{"point": "K=0", "n_anomalous": 0, "n_normal": 9, "auroc": 0.6, "val_auroc": 0.6},
+            {"point": "K=2", "n_anomalous": 2, "n_normal": 9, "auroc": 0.7, "val_auroc": 0.7},
+            {"point": "K=4", "n_anomalous": 4, "n_normal": 9, "auroc": 0.8, "val_auroc": 0.8}]
     from defectmine.report.sweep import markdown_table, mining_curve_png
 
     table = summarise(rows)
-    phases, _ = _phases_of(table, 0.01)
+    phases, _ = phases_of(table, 0.01)
     assert [e["phase"] for e in table] == [BASELINE, OPPORTUNITY, OPPORTUNITY]
     assert mining_curve_png(table, phases)[:4] == b"\x89PNG"
     lines = markdown_table(table).splitlines()
-    assert lines[0].startswith("| point | anomalies | normals | positive ratio |")
+    assert lines[0].startswith("| point | anomalies | normals | positive ratio | seeds | val AUROC |")
     assert lines[2].startswith("| K=0 | 0 | 9 | 0 |") and lines[2].rstrip(" |").endswith(BASELINE)
     assert lines[4].startswith("| K=4 | 4 | 9 | 1/2.25 |")
+
+
+def test_the_recommendation_reads_validation_auroc_not_test_auroc():
+    # test AUROC keeps rising, validation AUROC is flat: the advice must follow validation
+    rows = [{"point": f"K={k}", "n_anomalous": k, "n_normal": 9, "auroc": 0.5 + 0.1 * i, "val_auroc": 0.7}
+            for i, k in enumerate((1, 2, 4, 8))]
+    table = summarise(rows)
+    phases, recommendation = phases_of(table, 0.01)
+    assert phases["means"] == pytest.approx([0.7] * 4) and phases["metric"] == "validation AUROC"
+    assert [e["phase"] for e in table] == [OVER_MINING] * 4
+    assert recommendation.startswith("Over-mining from 1 anomaly on") and "validation AUROC" in recommendation
 
 
 def test_k_beyond_the_pool_fails_before_any_fit(tiny_data, tmp_path):

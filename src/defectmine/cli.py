@@ -104,7 +104,7 @@ class ModelOptions:
 
     def run_config(self, **run):
         """A RunConfig from these options; `run` adds the command's own fields (k, ratio, seed)."""
-        from defectmine.workflow import RunConfig
+        from defectmine.pipeline import RunConfig
 
         params = {"backbone": self.backbone, "backbone_weights": self.backbone_weights, "epochs": self.epochs,
                   "device": self.device}
@@ -170,6 +170,7 @@ def fit(
     k: Optional[int] = typer.Option(None, "--k", help="Use the first K labelled anomalies (default: all in the training pool; 0: none)."),
     ratio: Optional[str] = typer.Option(None, help="Positive ratio instead of K: 1/1 ... 1/128 or 'unsupervised'."),
     seed: int = typer.Option(0, help="Training seed."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty --out (the old run stays until the new one is complete)."),
 ):
     """Train a detector and write a run directory (config, split, model, scores, metrics, report).
 
@@ -181,9 +182,9 @@ def fit(
 
       defectmine fit --data magnetic_tile --ratio 1/16 --backbone resnet18
     """
-    from defectmine.workflow import fit_run
+    from defectmine.pipeline import fit_run
 
-    result = fit_run(options.run_config(k=k, ratio=ratio, seed=seed), out)
+    result = fit_run(options.run_config(k=k, ratio=ratio, seed=seed), out, overwrite=overwrite)
     print_metrics(result.metrics, result.run_dir)
 
 
@@ -251,7 +252,7 @@ def sweep(
 
       defectmine sweep --data my_images/ --ks 5,10,20 --detector fcdd --backbone resnet18 --resume
     """
-    from defectmine.evaluation.sweep import run_sweep
+    from defectmine.pipeline import run_sweep
 
     result = run_sweep(
         options.run_config(), ratios=_split_list(ratios, "--ratios"), ks=_split_list(ks, "--ks", int),
@@ -277,7 +278,7 @@ def predict(
 
     Example: defectmine predict --model runs/tiles/model --data new_images/ --out preds/
     """
-    from defectmine.workflow import predict_folder
+    from defectmine.pipeline import predict_folder
 
     path = predict_folder(model, data, out, threshold=threshold, display_quantile=display_quantile,
                           overlays=overlays, skip_bad=skip_bad, quiet=quiet)
@@ -291,16 +292,17 @@ def evaluate(
     threshold_rule: Optional[str] = typer.Option(None, help="Override: max_f1, mean_std or fixed."),
     threshold_k: Optional[float] = typer.Option(None),
     threshold_value: Optional[float] = typer.Option(None),
+    data_root: Optional[Path] = typer.Option(None, help="Folder the run's images moved to (split.csv paths are relative to the data root recorded at fit)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Re-score a run's validation and test images; rewrite metrics.json and report.html.
 
     Example: defectmine evaluate runs/tiles --threshold-rule mean_std --threshold-k 3
     """
-    from defectmine.workflow import evaluate_run
+    from defectmine.pipeline import evaluate_run
 
     result = evaluate_run(run, threshold_rule=threshold_rule, threshold_k=threshold_k,
-                          threshold_value=threshold_value, quiet=quiet)
+                          threshold_value=threshold_value, quiet=quiet, data_root=data_root)
     print_metrics(result.metrics, result.run_dir)
 
 
@@ -356,12 +358,12 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """FCDD on the ELPV solar cells, 40 labelled defects, fixed benchmark split (about 5 minutes on 2 CPU cores)."""
-    from defectmine.workflow import RunConfig, fit_run
+    from defectmine.pipeline import RunConfig, fit_run
 
     console.print("[bold]defectmine demo[/]: deeper FCDD on ELPV (fixed split, K = 40 labelled defects)")
     params = {**DEMO_DETECTOR_PARAMS, "epochs": epochs}
     config = RunConfig(data="elpv", detector="fcdd", detector_params=params, k=40, quiet=quiet)
-    result = fit_run(config, out)
+    result = fit_run(config, out, overwrite=True)  # a demo re-runs into the same folder
     print_metrics(result.metrics, result.run_dir)
 
 

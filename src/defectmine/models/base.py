@@ -17,6 +17,7 @@ from defectmine import __version__
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError, DataError, NotFittedError
+from defectmine.models.params import check_param_types
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -83,6 +84,7 @@ class Detector(ABC):
             raise ConfigError(
                 f"{self.name}: unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}."
             )
+        check_param_types(self.name, self.Config, params)
         self.config = self.Config(**params)
         self.network_: nn.Module | None = None
         self.spec_: ImageSpec | None = None
@@ -137,8 +139,12 @@ class Detector(ABC):
         pass
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path: Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into the folder `path`."""
+    def save(self, path: Path, *, metadata: dict | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into the folder `path`.
+
+        `metadata` (JSON-ready) is stored as it is in config.json, e.g. the fingerprint of the run
+        that fitted this model.
+        """
         from safetensors.torch import save_file
 
         self._check_fitted()
@@ -150,6 +156,7 @@ class Detector(ABC):
             "config": self.get_config(),
             "spec": self.spec_.to_dict(),
             "state": self._extra_state(),
+            "metadata": dict(metadata or {}),
         }
         (path / CONFIG_FILE).write_text(json.dumps(document, indent=2))
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
@@ -158,24 +165,80 @@ class Detector(ABC):
 
     @classmethod
     def load(cls, path: Path) -> "Detector":
-        """Rebuild a detector saved with ``save`` (weights on the configured device)."""
-        from safetensors.torch import load_file
+        """Rebuild a detector saved with ``save`` (weights on the configured device).
 
+        Every way a model folder can be broken (missing folder or file, invalid or incomplete
+        config.json, empty or truncated weights, weights of another shape) raises one DataError naming
+        the file, never a traceback from inside safetensors or torch.
+        """
         path = Path(path)
-        config_path = path / CONFIG_FILE
-        if not config_path.is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise DataError(f"{path}: not a saved model folder (expected {CONFIG_FILE} and {WEIGHTS_FILE}).")
-        document = json.loads(config_path.read_text())
+        document = read_model_document(path)
         if document.get("detector") != cls.name:
-            raise DataError(f"{path}: holds a {document.get('detector')!r} model, not {cls.name!r}.")
+            raise DataError(f"{path / CONFIG_FILE}: holds a {document.get('detector')!r} model, not {cls.name!r}.")
         params = dict(document["config"])
         # The weights come from the file; never re-load (or download) backbone weights.
         if "backbone_weights" in params:
             params["backbone_weights"] = None
-        detector = cls(**params)
-        detector.spec_ = ImageSpec.from_dict(document["spec"])
+        try:
+            detector = cls(**params)
+            detector.spec_ = ImageSpec.from_dict(document["spec"])
+        except (ConfigError, TypeError, ValueError) as err:
+            raise DataError(f"{path / CONFIG_FILE}: its settings cannot rebuild the model ({err}). "
+                            "Fix: re-save the model, or fit it again.") from None
         network = detector._build_network(detector.spec_)
-        network.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        load_weights(network, path / WEIGHTS_FILE)
         detector.network_ = network.to(detector.device, memory_format=torch.channels_last).eval()
         detector._set_extra_state(document.get("state", {}))
         return detector
+
+
+def read_model_document(path: Path) -> dict:
+    """A model folder's config.json, checked: it exists, is JSON, and has detector, config and spec."""
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    if not path.is_dir():
+        raise DataError(f"{path}: no such model folder. Fix: pass a run's model/ folder (written by `defectmine fit`).")
+    if not config_path.is_file() or not (path / WEIGHTS_FILE).is_file():
+        missing = CONFIG_FILE if not config_path.is_file() else WEIGHTS_FILE
+        raise DataError(f"{path}: not a saved model folder ({missing} missing; expected {CONFIG_FILE} and "
+                        f"{WEIGHTS_FILE}). Fix: pass a run's model/ folder.")
+    try:
+        document = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{config_path}: not valid JSON ({err}). Fix: restore the file or fit the model again.") from None
+    missing = [key for key in ("detector", "config", "spec") if not isinstance(document, dict) or key not in document]
+    if missing:
+        raise DataError(f"{config_path}: incomplete model config (missing {', '.join(missing)}). "
+                        "Fix: restore the file or fit the model again.")
+    if not isinstance(document["config"], dict) or not isinstance(document["spec"], dict):
+        raise DataError(f"{config_path}: 'config' and 'spec' must be JSON objects. Fix: restore the file.")
+    return document
+
+
+def load_weights(network: nn.Module, weights_path: Path) -> None:
+    """Load a safetensors file into `network` with strict keys and shapes, or raise one DataError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise DataError(f"{weights_path}: cannot read the weights ({err}); the file is empty, truncated or not "
+                        "safetensors. Fix: restore it or fit the model again.") from None
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        detail = []
+        if wrong:
+            k = wrong[0]
+            detail.append(f"{len(wrong)} tensor(s) of another shape, e.g. {k} {tuple(state[k].shape)} where the "
+                          f"config builds {tuple(expected[k].shape)}")
+        if missing:
+            detail.append(f"{len(missing)} missing, e.g. {missing[0]}")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+        raise DataError(f"{weights_path}: the weights do not fit the network its config.json describes "
+                        f"({'; '.join(detail)}). Fix: keep each model's weights with its own config.json.")
+    network.load_state_dict(state)

@@ -23,7 +23,7 @@ from torch import nn
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError
-from defectmine.evaluation.thresholds import max_f1_threshold
+from defectmine.evaluation.selection import validation_value
 from defectmine.models.losses import classification_loss, loss_parameters, pair_distance
 from defectmine.models.trained import TrainedDetector
 from defectmine.models.training import TrainingConfig, anomalous_slots, fit_network, has_both_classes
@@ -140,7 +140,7 @@ class Classifier(TrainedDetector):
             return self._loss(model(images), labels)
 
         def validate() -> float:
-            return max_f1_threshold(val.labels, self.score(val, maps=False).image).params["f1"]
+            return validation_value("max_f1", val, self.score(val, maps=False).image)
 
         result = fit_network(
             network, loss_fn, normal, anomalous, config=cfg, spec=self.spec_, device=self.device,

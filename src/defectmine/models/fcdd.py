@@ -17,6 +17,7 @@ from torch import nn
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError
+from defectmine.evaluation.selection import validation_value
 from defectmine.models.losses import fcdd_loss, pseudo_huber
 from defectmine.models.trained import TrainedDetector
 from defectmine.models.training import TrainingConfig, fit_network, has_both_classes
@@ -70,9 +71,7 @@ class FCDD(TrainedDetector):
             return fcdd_loss(model(images), labels)
 
         def validate() -> float:
-            from sklearn.metrics import roc_auc_score
-
-            return float(roc_auc_score(val.labels, self.score(val, maps=False).image))
+            return validation_value("auroc", val, self.score(val, maps=False).image)
 
         result = fit_network(
             network, loss_fn, normal, anomalous, config=cfg, spec=self.spec_, device=self.device,

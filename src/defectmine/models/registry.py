@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from defectmine.errors import DataError, lookup
-from defectmine.models.base import CONFIG_FILE, Detector
+from defectmine.models.base import CONFIG_FILE, Detector, read_model_document
 from defectmine.models.classifier import Classifier
 from defectmine.models.fcdd import FCDD
 from defectmine.models.liac import LIAC
@@ -28,9 +27,11 @@ def create(name: str, **params) -> Detector:
 
 
 def load_detector(path: Path) -> Detector:
-    """Load any saved detector; the folder's config.json says which class."""
-    config_path = Path(path) / CONFIG_FILE
-    if not config_path.is_file():
-        raise DataError(f"{path}: not a saved model folder ({CONFIG_FILE} missing).")
-    name = json.loads(config_path.read_text()).get("detector", "")
+    """Load any saved detector; the folder's config.json says which class. Broken folders raise one
+    DataError naming the file (see `Detector.load`)."""
+    document = read_model_document(Path(path))
+    name = document.get("detector", "")
+    if name not in DETECTORS:
+        raise DataError(f"{Path(path) / CONFIG_FILE}: unknown detector {name!r} (known: {', '.join(DETECTORS)}). "
+                        "Fix: load it with the defectmine version that saved it.")
     return detector_class(name).load(Path(path))

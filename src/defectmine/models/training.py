@@ -15,6 +15,7 @@ from torch import nn
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec, normalise
 from defectmine.errors import ConfigError, DataError
+from defectmine.evaluation.selection import check_val_only
 from defectmine.models.synthetic import random_flips, resolve_synthetic, synthesize
 from defectmine.progress import progress_bar
 
@@ -197,6 +198,8 @@ def check_training_sets(normal: ImageDataset, anomalous: ImageDataset | None, va
             raise DataError(f"fit: the {name} set was prepared with {other.spec}, the normal set with {normal.spec}.")
     if anomalous is not None and len(anomalous) and not anomalous.labels.all():
         raise DataError("fit: the `anomalous` set contains normal records.")
+    if val is not None:
+        check_val_only(val, "model selection (fit's val set)")
 
 
 def has_both_classes(dataset: ImageDataset | None) -> bool:

@@ -34,7 +34,7 @@ def unlabelled_records(data: str) -> list[Record]:
 
 
 def _records_of(part: str) -> list[Record]:
-    from defectmine.workflow import list_images
+    from defectmine.pipeline.data import list_images
 
     path = Path(part).expanduser()
     if part in BUILTIN_SETS:

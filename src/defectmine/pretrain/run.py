@@ -159,7 +159,7 @@ def pretrain(
             steps_per_epoch=n_batches(len(pixels), batch_size, 0.0), on_epoch_end=on_epoch_end,
             description=f"pretrain {method} ({backbone}){resumed}", quiet=quiet,
         )
-    from defectmine.workflow import environment  # the versions every run records
+    from defectmine.pipeline.runinfo import environment  # the versions every run records
 
     versions = environment()
     # Where each stretch of epochs ran: a resumed run may have moved between machines.

@@ -66,7 +66,7 @@ def render_sweep_report(*, title: str, document: Mapping, table: Sequence[Mappin
     parts = [
         page_head(title),
         f'<p class="sub">{len(table)} points ({_esc(_PROTOCOLS.get(document.get("protocol"), ""))}) × {len(seeds)} seed(s) '
-        f"{_esc(', '.join(str(s) for s in seeds))} · {len(rows)} fits · test metrics, threshold from val · "
+        f"{_esc(', '.join(str(s) for s in seeds))} · {len(rows)} fits · phases read from val AUROC, test metrics beside it, threshold from val · "
         f"defectmine {_esc(__version__)} · {_esc(document.get('created', ''))}</p>",
         "<h2>Recommendation</h2>",
         f'<p class="note">{_esc(document.get("recommendation", ""))}</p>',
@@ -112,6 +112,7 @@ def display_rows(summary: Sequence[dict]) -> list[dict]:
             "point": e["point"], "anomalies": n, "normals": normal,
             "positive ratio": f"1/{normal / n:.3g}" if n else "0",
             "seeds": e["seeds"],
+            "val AUROC": e.get("val_auroc", "n/a"),  # the curve the phases are read from
         }
         for key in METRICS:
             row[METRIC_LABELS[key]] = e.get(key, "n/a")
@@ -136,9 +137,11 @@ def markdown_table(summary: Sequence[dict]) -> str:
 
 # -- outputs --------------------------------------------------------------------------------------
 def mining_curve_png(summary: Sequence[dict], phases: dict | None = None,
-                     metrics: Sequence[str] = ("auroc", "auprc", "f1"), *, title: str | None = None) -> bytes:
-    """Test metrics (mean ± std over seeds) against the number of labelled anomalies, log2 x axis,
-    with the mining-opportunity and over-mining phases shaded and labelled.
+                     metrics: Sequence[str] = ("val_auroc", "auroc", "auprc", "f1"), *,
+                     title: str | None = None) -> bytes:
+    """Validation AUROC (which the phases are read from) and test metrics, mean ± std over seeds, against
+    the number of labelled anomalies, log2 x axis, with the mining-opportunity and over-mining phases
+    shaded and labelled.
 
     Points without anomalies (K=0) cannot sit on a log axis; their AUROC is drawn as a flat reference
     line instead.
@@ -153,18 +156,21 @@ def mining_curve_png(summary: Sequence[dict], phases: dict | None = None,
         std = [e.get(f"{key}_std") for e in curve]
         return [np.nan if v is None else v for v in mean], [0.0 if v is None else v for v in std]
 
-    ys = {METRIC_LABELS.get(m, m): series(m) for m in metrics if any(e.get(f"{m}_mean") is not None for e in curve)}
+    labels = {**{k: f"test {v}" for k, v in METRIC_LABELS.items()}, "val_auroc": "val AUROC (phases)"}
+    ys = {labels.get(m, m): series(m) for m in metrics if any(e.get(f"{m}_mean") is not None for e in curve)}
     baseline = [e for e in summary if not e["n_anomalous"] and e.get("auroc_mean") is not None]
     if baseline:
-        ys[f"AUROC, {baseline[0]['point']} (no labelled anomalies)"] = ([baseline[0]["auroc_mean"]] * len(x), None)
-    return curve_png(x, ys, "labelled anomalies in training (log2)", "test metric", log2_x=True,
+        ys[f"test AUROC, {baseline[0]['point']} (no labelled anomalies)"] = ([baseline[0]["auroc_mean"]] * len(x), None)
+    return curve_png(x, ys, "labelled anomalies in training (log2)", "metric", log2_x=True,
                      shade=phase_spans(phases) if phases else None, title=title)
 
 
-def write_sweep_files(result: SweepResult, base, *, seeds: list[int], seconds: float | None = None) -> dict[str, Path]:
-    """sweep.csv, sweep.json, sweep.png and report.html of a finished sweep; returns name -> path."""
-    from defectmine.workflow import environment
+def write_sweep_files(result: SweepResult, base, *, seeds: list[int], seconds: float | None = None,
+                      environment: dict | None = None) -> dict[str, Path]:
+    """sweep.csv, sweep.json, sweep.png and report.html of a finished sweep; returns name -> path.
 
+    `environment` (versions and machine, from the pipeline) is recorded in sweep.json.
+    """
     out = Path(result.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"rows": out / ROWS_FILE, "summary": write_scores_csv(out / SUMMARY_FILE, result.summary)}
@@ -179,7 +185,7 @@ def write_sweep_files(result: SweepResult, base, *, seeds: list[int], seconds: f
         "summary": result.summary,
         "rows": result.rows,
         "seconds": seconds,
-        "environment": environment(),
+        "environment": environment,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     files["json"] = write_json(out / JSON_FILE, document)
