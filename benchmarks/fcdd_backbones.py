@@ -46,7 +46,7 @@ def run_one(dataset: str, backbone: str, k: int, seed: int, epochs: int, image_s
     config = RunConfig(data=dataset, detector="fcdd", detector_params=params, k=k, seed=seed,
                        image_size=image_size, quiet=True)
     out = REPO / "runs" / "bench" / f"backbones-{Path(dataset).name}-{backbone}-k{k}-s{seed}"
-    result = fit_run(config, out)
+    result = fit_run(config, out, overwrite=True)  # a re-run replaces its own scratch run folder
     detector, metrics = result.detector, result.metrics
     network = getattr(detector, "network_", None)
     n_params = sum(p.numel() for p in network.parameters()) if network is not None else None

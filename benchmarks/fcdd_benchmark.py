@@ -43,7 +43,7 @@ def run_one(dataset: str, k: int, seed: int, out: Path, synthetic: str = "auto")
     params = {**DETECTOR_PARAMS, "synthetic": synthetic}
     config = RunConfig(data=dataset, detector="fcdd", detector_params=params, k=k, seed=seed,
                        image_size=IMAGE_SIZE, quiet=True)
-    result = fit_run(config, out)
+    result = fit_run(config, out, overwrite=True)  # a re-run replaces its own scratch run folder
     detector, metrics = result.detector, result.metrics
     from defectmine.pipeline import prepare_data
 
