@@ -19,6 +19,7 @@ instead.
     .venv/bin/python benchmarks/mining_sweep.py --datasets elpv --resume         # continue an interrupted run
     .venv/bin/python benchmarks/mining_sweep.py --jobs 6 --resume                # a GPU box: (dataset, seed) side by side
     .venv/bin/python benchmarks/mining_sweep.py --datasets elpv --ks 1,10 --seeds 0 --epochs 1 --no-write  # smoke
+    .venv/bin/python benchmarks/mining_sweep.py --from-results       # re-summarise the committed rows, no fit
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def section(results: dict, reach: dict, args, command: str) -> str:
         f"Settings: FCDD, backbone `cnn` (from scratch, no pretrained weights), {args.image_size}x{args.image_size} "
         f"grayscale, {params['epochs']} epochs, width {params['width']}; threshold max-F1 on val; metrics on test; "
         f"mean ± std over seeds {args.seeds}; phase rule: over-mining starts at the first point after which every "
-        f"gain of the running-best test AUROC per doubling of anomalies stays below {args.tolerance:g} "
-        "(`defectmine.evaluation.sweep.mining_phases`, read from validation AUROC)"
+        f"gain of the running-best validation AUROC per doubling of anomalies stays below {args.tolerance:g} "
+        "(`defectmine.evaluation.sweep.mining_phases`; the advice is a decision, so it is read on val, and "
+        "test AUROC is shown beside it)"
         + (f"; {args.jobs} sweeps ran side by side, so fit s is measured under that load." if args.jobs > 1 else "."),
         "",
     ]
@@ -137,7 +139,7 @@ def section(results: dict, reach: dict, args, command: str) -> str:
         if result.phases and result.phases["gain_per_doubling"]:
             xs, gains = result.phases["n_anomalies"], result.phases["gain_per_doubling"]
             steps = ", ".join(f"{a}→{b}: {g:+.3f}" for a, b, g in zip(xs, xs[1:], gains, strict=False))
-            lines += [f"AUROC gain per doubling (running best): {steps}", ""]
+            lines += [f"Validation AUROC gain per doubling (running best): {steps}", ""]
         if not args.no_write and "plot" in result.files:
             lines += [f"![mining curve, {data}](benchmarks/results/mining/{_slug(data)}.png)", ""]
     return "\n".join(lines).rstrip()
@@ -174,6 +176,38 @@ def run_pieces(args, seeds: list[int]) -> None:
         merge_sweep_rows([out / f"seed{seed}" for seed in seeds], out)  # a piece without rows is skipped
 
 
+def restore_rows(data: str) -> None:
+    """--from-results: put the committed rows of `data` (benchmarks/results/mining/<data>.json) back as the
+    sweep's rows, with the machine and code that fitted them, so that a resumed sweep re-summarises them
+    (e.g. after a change of the phase rule) without fitting anything."""
+    committed = RESULTS / f"{_slug(data)}.json"
+    if not committed.is_file():
+        sys.exit(f"mining_sweep.py: {committed} not found; run the sweep itself first.")
+    document = json.loads(committed.read_text())
+    out = _out_dir(data)
+    out.mkdir(parents=True, exist_ok=True)
+    from defectmine.report.files import write_scores_csv
+
+    write_scores_csv(out / "sweep_rows.csv", document["rows"])
+    machines = document.get("fitted_on") or _machines_from_section(data)
+    if machines:
+        (out / FITTED_ON).write_text(json.dumps(machines, indent=1))
+
+
+def _machines_from_section(data: str) -> dict:
+    """Rows committed before the results JSON carried their machines: the one machine and code that the
+    BENCHMARKS.md section being re-rendered names for `data` ("Rows fitted on: M (code C).")."""
+    import re
+
+    text = (REPO / "BENCHMARKS.md").read_text()
+    found = re.search(rf"### {re.escape(data)}\n\nRows fitted on: (.+) \(code (\w+)\)\.\n", text)
+    if not found:
+        return {}
+    machine = f"{found.group(1)}, code {found.group(2)}"
+    rows = json.loads((RESULTS / f"{_slug(data)}.json").read_text())["rows"]
+    return {f"{row['point']}|{row['seed']}": machine for row in rows}
+
+
 def _out_dir(data: str) -> Path:
     return REPO / "runs" / "bench" / f"mining-{_slug(data)}"
 
@@ -193,6 +227,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="Sweep every (dataset, seed) in its own subprocess, this many side by side (a GPU box).")
     parser.add_argument("--piece", nargs=2, metavar=("DATASET", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--from-results", action="store_true",
+                        help="Re-summarise the rows committed in benchmarks/results/mining/ (no fit; implies --resume).")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md or benchmarks/results/.")
     args = parser.parse_args()
@@ -214,6 +250,10 @@ def main() -> None:
         recording_machine(out, partial(run_sweep, base(data), ks=ks, ratios=ratios, seeds=[seed], out_dir=out,
                                        tolerance=args.tolerance, resume=True, quiet=True), resume=True)
         return
+    if args.from_results:
+        args.resume = True
+        for data in args.datasets:
+            restore_rows(data)
     if args.jobs > 1:
         run_pieces(args, seeds)
     reach = {data: ratio_reach(data) for data in args.datasets}
@@ -228,7 +268,10 @@ def main() -> None:
               flush=True)
         if not args.no_write:
             RESULTS.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(result.files["json"], RESULTS / f"{_slug(data)}.json")
+            document = json.loads(Path(result.files["json"]).read_text())
+            record = _out_dir(data) / FITTED_ON
+            document["fitted_on"] = json.loads(record.read_text()) if record.is_file() else {}
+            (RESULTS / f"{_slug(data)}.json").write_text(json.dumps(document, indent=2))
             if "plot" in result.files:
                 shutil.copyfile(result.files["plot"], RESULTS / f"{_slug(data)}.png")
     command = ("python benchmarks/mining_sweep.py " + " ".join(sys.argv[1:])).strip()
