@@ -6,6 +6,8 @@ Detectors produce scores; everything that turns scores into decisions and number
 from defectmine.evaluation.aggregate import aggregate, format_mean_std
 from defectmine.evaluation.metrics import UndefinedMetricWarning, image_metrics, pr_points, roc_points
 from defectmine.evaluation.pixel import pixel_metrics, pixel_threshold_max_dice
+from defectmine.evaluation.selection import check_val_only, validation_value
+from defectmine.evaluation.split_metrics import evaluate_split, threshold_on_val
 from defectmine.evaluation.thresholds import (
     THRESHOLD_RULES,
     Threshold,
@@ -20,6 +22,8 @@ __all__ = [
     "Threshold",
     "UndefinedMetricWarning",
     "aggregate",
+    "check_val_only",
+    "evaluate_split",
     "choose_threshold",
     "fixed_threshold",
     "format_mean_std",
@@ -30,4 +34,6 @@ __all__ = [
     "pixel_threshold_max_dice",
     "pr_points",
     "roc_points",
+    "threshold_on_val",
+    "validation_value",
 ]
