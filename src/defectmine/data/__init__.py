@@ -8,7 +8,8 @@
 from defectmine.data.builtin import BUILTIN_SETS, elpv, fixed_split, magnetic_tile, shared_dir
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.folder import scan_folder
-from defectmine.data.images import ImageSpec, normalise, prepare_image, prepare_mask, read_image, read_mask
+from defectmine.data.images import ImageSpec, normalise, prepare_image, prepare_mask, read_image
+from defectmine.data.masks import BACKGROUND, class_list, read_class_mask, read_mask
 from defectmine.data.manifest import read_manifest, write_manifest
 from defectmine.data.records import ANOMALOUS, NORMAL, Record, labels_of
 from defectmine.data.splits import (
@@ -23,6 +24,7 @@ from defectmine.data.synthetic import write_synthetic_folder
 
 __all__ = [
     "ANOMALOUS",
+    "BACKGROUND",
     "BUILTIN_SETS",
     "NORMAL",
     "POSITIVE_RATIOS",
@@ -30,6 +32,7 @@ __all__ = [
     "ImageSpec",
     "Record",
     "Split",
+    "class_list",
     "elpv",
     "fixed_split",
     "labels_of",
@@ -40,6 +43,7 @@ __all__ = [
     "positive_ratio_subset",
     "prepare_image",
     "prepare_mask",
+    "read_class_mask",
     "read_image",
     "read_manifest",
     "read_mask",
