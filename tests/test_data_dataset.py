@@ -302,3 +302,17 @@ def test_many_classes_use_an_int16_cache(records):
     scratches = [r for r in records if r.defect_class == "scratch"]
     ds = ImageDataset(scratches, SPEC, classes=classes)
     assert ds._masks.dtype == torch.int16 and ds.class_masks().max() == 299
+
+
+def test_symlinked_duplicate_names_both_paths(records, tmp_path):
+    link = tmp_path / "elsewhere" / "copy.png"
+    link.parent.mkdir()
+    link.symlink_to(records[3].path)
+    with pytest.raises(DataError) as e:
+        ImageDataset([records[3], Record(path=link, label="normal")], SPEC)
+    message = str(e.value)
+    assert f"{link} and {records[3].path} are the same file" in message or (
+        f"{records[3].path} and {link} are the same file" in message
+    )
+    assert "symbolic links" in message
+    assert len(ImageDataset([records[3], records[4]], SPEC)) == 2

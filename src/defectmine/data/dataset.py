@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def check_records(records: Sequence[Record]) -> None:
-    """Raise DataError for unknown labels or duplicate image paths (checked before any decoding)."""
+    """Raise DataError for unknown labels or images listed twice: the same path twice, or two paths
+    that are one file (symbolic links, `os.path.realpath`). Checked before any decoding."""
     bad_labels = [r for r in records if r.label not in LABELS]
     if bad_labels:
         lines = [f"{r.path}: label {r.label!r}" for r in bad_labels]
@@ -34,12 +35,20 @@ def check_records(records: Sequence[Record]) -> None:
             f"Fix: use {NORMAL!r} or {ANOMALOUS!r}."
         )
     counts = Counter(os.path.normpath(os.path.abspath(r.path)) for r in records)
-    duplicates = sorted(p for p, n in counts.items() if n > 1)
-    if duplicates:
-        lines = [f"{p} ({counts[p]} times)" for p in duplicates]
+    lines = [f"{p} ({counts[p]} times)" for p in sorted(p for p, n in counts.items() if n > 1)]
+    # A linked copy would sit in two splits (train and test) as two different paths: a silent leak.
+    spellings = defaultdict(list)
+    for path in counts:
+        spellings[os.path.realpath(path)].append(path)
+    lines += [
+        f"{' and '.join(sorted(paths))} are the same file {real}"
+        for real, paths in sorted(spellings.items())
+        if len(paths) > 1
+    ]
+    if lines:
         raise DataError(
-            f"{len(duplicates)} image path(s) appear more than once:\n{listing(lines)}\n"
-            "Fix: list every image once (remove the duplicate rows or files)."
+            f"{len(lines)} image(s) appear more than once:\n{listing(lines)}\n"
+            "Fix: list every image once (remove the duplicate rows, files or symbolic links)."
         )
 
 
