@@ -316,3 +316,33 @@ def test_symlinked_duplicate_names_both_paths(records, tmp_path):
     )
     assert "symbolic links" in message
     assert len(ImageDataset([records[3], records[4]], SPEC)) == 2
+
+
+# ---------------------------------------------------------------- small images
+
+
+def test_enlarging_small_images_is_said_once(records, caplog):
+    with caplog.at_level(logging.WARNING, logger="defectmine.data.dataset"):
+        ImageDataset(records, ImageSpec(size=(64, 48), channels=1))
+    warnings = [r for r in caplog.records if "enlarged" in r.getMessage()]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "32 of 32 image(s)" in message and "smallest: 32x32" in message
+    assert "--image-size 32" in message and "native resolution" in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="defectmine.data.dataset"):
+        ImageDataset(records, ImageSpec(size=(32, 32), channels=1))
+        ImageDataset(records, ImageSpec(size=(16, 16), channels=1))
+    assert not [r for r in caplog.records if "enlarged" in r.getMessage()]
+
+
+def test_enlarging_counts_only_the_small_images(records, tmp_path, caplog):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((80, 90), np.uint8)).save(big)
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(small)
+    chosen = records[:2] + [Record(path=big, label="normal"), Record(path=small, label="normal")]
+    with caplog.at_level(logging.WARNING, logger="defectmine.data.dataset"):
+        ImageDataset(chosen, ImageSpec(size=(40, 40), channels=1))
+    (warning,) = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]
+    assert "3 of 4 image(s)" in warning and "smallest: 30x20" in warning and "--image-size 20" in warning

@@ -16,7 +16,7 @@ from defectmine.errors import DataError
 from defectmine.data._memory import memory_class_masks, memory_images, memory_records
 from defectmine.data._messages import listing
 from defectmine.progress import track
-from defectmine.data.images import ImageSpec, normalise, prepare_image, prepare_mask, read_image
+from defectmine.data.images import ImageSpec, enlarges, normalise, prepare_image, prepare_mask, read_image
 from defectmine.data.masks import check_classes, class_dtype, class_indices, class_list, mask_classes
 from defectmine.data.pixels import UnreadableFileError, read_mask_values
 from defectmine.data.records import ANOMALOUS, LABELS, NORMAL, Record
@@ -221,6 +221,19 @@ def _size(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}"
 
 
+def _warn_enlarged(sizes: list[tuple[int, int]], n: int, spec: ImageSpec) -> None:
+    """One warning per dataset (not per image) when images are upsampled to the spec size."""
+    if not sizes:
+        return
+    smallest = min(sizes, key=lambda hw: hw[0] * hw[1])
+    side = min(min(hw) for hw in sizes)
+    log.warning(
+        "%d of %d image(s) are smaller than the image size %dx%d (WxH) and were enlarged (smallest: %s "
+        "WxH); enlarging adds no detail. Pass --image-size %d to work at native resolution.",
+        len(sizes), n, spec.width, spec.height, _size(smallest), side,
+    )
+
+
 def _decode(
     records: list[Record], spec: ImageSpec, classes: tuple[str, ...], *, quiet: bool
 ) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -230,6 +243,7 @@ def _decode(
     images = torch.zeros((len(records), spec.channels, *spec.size), dtype=torch.uint8)
     masks = torch.from_numpy(np.zeros((len(records), *spec.size), dtype=class_dtype(len(classes))))
     problems: list[tuple[int, Path, str]] = []
+    enlarged: list[tuple[int, int]] = []
     items = track(enumerate(records), "decoding images", total=len(records), quiet=quiet)
     for i, record in items:
         try:
@@ -258,5 +272,8 @@ def _decode(
                 problems.append((i, record.path, f"its mask {record.mask} is not usable: {e.reason}; fix: {e.fix}"))
                 continue
             masks[i] = torch.from_numpy(prepare_mask(mask, spec))
+        if enlarges(*pixels.shape[:2], spec):
+            enlarged.append(pixels.shape[:2])
         images[i] = torch.from_numpy(prepare_image(pixels, spec))
+    _warn_enlarged(enlarged, len(records) - len({i for i, _, _ in problems}), spec)
     return images, masks, problems
