@@ -2,12 +2,13 @@
 
     records = scan_folder("my_parts/")              # or read_manifest("parts.csv"), fixed_split("elpv")
     split = make_split(records, n_train_anomalous=8)
-    train = ImageDataset(split.train, ImageSpec(size=(256, 256)))
+    classes = class_list(records)                   # one class list for every split's class masks
+    train = ImageDataset(split.train, ImageSpec(size=(256, 256)), classes=classes)
 """
 
 from defectmine.data.builtin import BUILTIN_SETS, elpv, fixed_split, magnetic_tile, shared_dir
 from defectmine.data.dataset import ImageDataset
-from defectmine.data.folder import scan_folder
+from defectmine.data.folder import is_hidden, scan_folder
 from defectmine.data.images import ImageSpec, normalise, prepare_image, prepare_mask, read_image
 from defectmine.data.masks import BACKGROUND, class_list, read_class_mask, read_mask
 from defectmine.data.manifest import read_manifest, write_manifest
@@ -35,6 +36,7 @@ __all__ = [
     "class_list",
     "elpv",
     "fixed_split",
+    "is_hidden",
     "labels_of",
     "magnetic_tile",
     "make_split",
