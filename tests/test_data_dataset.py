@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 
 import numpy as np
@@ -26,12 +27,16 @@ def dataset(records):
 def test_items(dataset, records):
     assert len(dataset) == 32 and dataset.records == records
     item = dataset[-1]
-    assert set(item) == {"image", "raw", "label", "mask", "has_mask", "index"}
+    assert set(item) == {"image", "raw", "label", "mask", "class_mask", "has_mask", "index"}
     assert item["image"].dtype == torch.float32 and item["image"].shape == (1, 32, 32)
     assert item["raw"].dtype == torch.uint8 and item["raw"].shape == (1, 32, 32)
     assert item["mask"].dtype == torch.float32 and item["mask"].shape == (32, 32)
     assert item["label"] == 1 and item["has_mask"] is True and item["index"] == 31
     assert item["mask"].sum() > 0
+    assert item["class_mask"].dtype == torch.int64 and item["class_mask"].shape == (32, 32)
+    assert dataset.classes == ("background", "scratch", "spot")
+    assert set(item["class_mask"].unique().tolist()) == {0, 2}  # the last record is a "spot"
+    torch.testing.assert_close(item["mask"], (item["class_mask"] > 0).float())
     first = dataset[0]
     assert first["label"] == 0 and first["has_mask"] is False and first["mask"].sum() == 0
     torch.testing.assert_close(first["image"], (first["raw"].float() / 255 - 0.5) / 0.25)
@@ -186,3 +191,158 @@ def test_duplicate_paths_named(records):
 def test_empty_records_give_empty_dataset():
     ds = ImageDataset([], SPEC)
     assert len(ds) == 0 and ds.raw_images().shape == (0, 1, 32, 32) and not ds.has_masks
+
+
+# ---------------------------------------------------------------- class masks
+
+
+def test_class_masks_follow_the_record_classes(dataset):
+    assert dataset.classes == ("background", "scratch", "spot")
+    class_masks = dataset.class_masks()
+    assert class_masks.dtype == np.int64 and class_masks.shape == (32, 32, 32)
+    assert dataset._masks.dtype == torch.uint8  # the cache stays compact; int64 only on the way out
+    np.testing.assert_array_equal(dataset.masks(), class_masks > 0)
+    for record, mask in zip(dataset.records, class_masks):
+        expected = {"": {0}, "scratch": {0, 1}, "spot": {0, 2}}[record.defect_class]
+        assert set(np.unique(mask)) == expected, record.path
+    sub = dataset.subset([30, 0])
+    assert sub.classes == dataset.classes
+    np.testing.assert_array_equal(sub.class_masks(), class_masks[[30, 0]])
+
+
+def test_binary_masks_are_bit_identical_to_the_old_reading(dataset, records):
+    # the bool masks before class masks: luminance > 127, then prepare_mask of a bool mask
+    from defectmine.data.images import prepare_mask, read_image, to_gray
+
+    spec = ImageSpec(size=(20, 44), channels=1, resize="pad")
+    ds = ImageDataset(records, spec)
+    old = np.stack(
+        [
+            prepare_mask(to_gray(read_image(r.mask)) > 127, spec) if r.mask else np.zeros(spec.size, bool)
+            for r in records
+        ]
+    )
+    np.testing.assert_array_equal(ds.masks(), old)
+
+
+def test_shared_class_list_and_unknown_class(records):
+    spots = [r for r in records if r.defect_class == "spot"]
+    alone = ImageDataset(spots, SPEC)
+    assert alone.classes == ("background", "spot") and alone.class_masks().max() == 1
+    shared = ImageDataset(spots, SPEC, classes=("background", "scratch", "spot"))
+    assert shared.classes == ("background", "scratch", "spot") and shared.class_masks().max() == 2
+    with pytest.raises(DataError) as e:
+        ImageDataset(records, SPEC, classes=("background", "spot"))
+    message = str(e.value)
+    assert "4 image(s)" in message and str(records[24].path) in message and "'scratch'" in message
+    with pytest.raises(DataError, match="background"):
+        ImageDataset(spots, SPEC, classes=("spot",))
+
+
+def test_class_index_mask_file(records, tmp_path):
+    # one image holds both classes: a gray mask of indices into the dataset's class list
+    record = records[24]
+    indices = np.zeros((32, 32), np.uint8)
+    indices[:8] = 1
+    indices[20:] = 2
+    Image.fromarray(indices).save(record.mask)
+    ds = ImageDataset(records, ImageSpec(size=(48, 48), channels=1))
+    mask = ds.class_masks()[24]
+    assert set(np.unique(mask)) == {0, 1, 2}
+    assert (mask[:12] == 1).all() and (mask[30:] == 2).all()  # nearest-neighbour: classes never blend
+    assert ds[24]["class_mask"].dtype == torch.int64
+
+
+def test_mask_that_is_neither_binary_nor_indices_is_named(records):
+    photo = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
+    Image.fromarray(photo).save(records[-1].mask)
+    with pytest.raises(DataError) as e:
+        ImageDataset(records, SPEC)
+    message = str(e.value)
+    assert str(records[-1].mask) in message and "mid-gray" in message
+    ds = ImageDataset(records, SPEC, skip_bad=True)
+    assert len(ds) == 31 and ds.skipped[0][0] == records[-1].path
+
+
+def test_mask_available(records):
+    unmasked = dataclasses.replace(records[25], mask=None)
+    ds = ImageDataset([records[0], records[24], unmasked], SPEC)
+    assert ds.mask_available.tolist() == [True, True, False]
+    assert ds.mask_available.dtype == bool
+    assert ds.subset([2, 0]).mask_available.tolist() == [False, True]
+    assert not ds.masks()[2].any()  # unknown, not normal: that is what mask_available says
+
+
+def test_from_tensor_masks():
+    images = torch.zeros((3, 1, 32, 32), dtype=torch.uint8)
+    bool_masks = torch.zeros((3, 32, 32), dtype=torch.bool)
+    bool_masks[1, :4] = True
+    ds = ImageDataset.from_tensor(images, SPEC, labels=[0, 1, 1], masks=bool_masks)
+    assert ds.classes == ("background", "anomalous")
+    assert ds.class_masks()[1, :4].tolist() == [[1] * 32] * 4 and ds.mask_available.all()
+    index_masks = np.zeros((3, 32, 32), np.int64)
+    index_masks[1, :4], index_masks[2, 10:] = 2, 1
+    ds = ImageDataset.from_tensor(images, SPEC, labels=[0, 1, 1], masks=index_masks, classes=("background", "a", "b"))
+    np.testing.assert_array_equal(ds.class_masks(), index_masks)
+    np.testing.assert_array_equal(ds.masks(), index_masks > 0)
+    assert ds[1]["class_mask"].max() == 2 and ds[1]["mask"].max() == 1.0
+    with pytest.raises(DataError, match="classes="):
+        ImageDataset.from_tensor(images, SPEC, masks=index_masks)
+    with pytest.raises(DataError, match="class index 2"):
+        ImageDataset.from_tensor(images, SPEC, masks=index_masks, classes=("background", "a"))
+    with pytest.raises(DataError, match="bool masks"):
+        ImageDataset.from_tensor(images, SPEC, masks=index_masks.astype(np.float32))
+    unmasked = ImageDataset.from_tensor(images, SPEC, labels=[0, 1, 1])
+    assert unmasked.mask_available.tolist() == [True, False, False]
+    assert unmasked.classes == ("background", "anomalous")
+
+
+def test_many_classes_use_an_int16_cache(records):
+    classes = ("background", *(f"c{i:03d}" for i in range(298)), "scratch")
+    scratches = [r for r in records if r.defect_class == "scratch"]
+    ds = ImageDataset(scratches, SPEC, classes=classes)
+    assert ds._masks.dtype == torch.int16 and ds.class_masks().max() == 299
+
+
+def test_symlinked_duplicate_names_both_paths(records, tmp_path):
+    link = tmp_path / "elsewhere" / "copy.png"
+    link.parent.mkdir()
+    link.symlink_to(records[3].path)
+    with pytest.raises(DataError) as e:
+        ImageDataset([records[3], Record(path=link, label="normal")], SPEC)
+    message = str(e.value)
+    assert f"{link} and {records[3].path} are the same file" in message or (
+        f"{records[3].path} and {link} are the same file" in message
+    )
+    assert "symbolic links" in message
+    assert len(ImageDataset([records[3], records[4]], SPEC)) == 2
+
+
+# ---------------------------------------------------------------- small images
+
+
+def test_enlarging_small_images_is_said_once(records, caplog):
+    with caplog.at_level(logging.WARNING, logger="defectmine.data.dataset"):
+        ImageDataset(records, ImageSpec(size=(64, 48), channels=1))
+    warnings = [r for r in caplog.records if "enlarged" in r.getMessage()]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "32 of 32 image(s)" in message and "smallest: 32x32" in message
+    assert "--image-size 32" in message and "native resolution" in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="defectmine.data.dataset"):
+        ImageDataset(records, ImageSpec(size=(32, 32), channels=1))
+        ImageDataset(records, ImageSpec(size=(16, 16), channels=1))
+    assert not [r for r in caplog.records if "enlarged" in r.getMessage()]
+
+
+def test_enlarging_counts_only_the_small_images(records, tmp_path, caplog):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((80, 90), np.uint8)).save(big)
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(small)
+    chosen = records[:2] + [Record(path=big, label="normal"), Record(path=small, label="normal")]
+    with caplog.at_level(logging.WARNING, logger="defectmine.data.dataset"):
+        ImageDataset(chosen, ImageSpec(size=(40, 40), channels=1))
+    (warning,) = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]
+    assert "3 of 4 image(s)" in warning and "smallest: 30x20" in warning and "--image-size 20" in warning

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defectmine.data import scan_folder, write_synthetic_folder
+from defectmine.data import is_hidden, scan_folder, write_synthetic_folder
 from defectmine.errors import DataError
 
 
@@ -101,3 +101,42 @@ def test_mask_with_other_suffix_maps_to_png(tmp_path):
     _png(tmp_path / "masks" / "anomalous" / "crack" / "c.png")
     (crack,) = [r for r in scan_folder(tmp_path) if r.is_anomalous]
     assert crack.mask.name == "c.png"
+
+
+@pytest.mark.parametrize(
+    "path, hidden",
+    [
+        ("a.png", False),
+        ("crack/a.png", False),
+        ("._a.png", True),
+        (".ipynb_checkpoints/a.png", True),
+        ("crack/.cache/a.png", True),
+        ("__MACOSX/crack/a.png", True),
+        ("crack/__MACOSX/a.png", True),
+        ("crack/__MACOSX_notes.png", False),
+        ("my.part/a.png", False),
+    ],
+)
+def test_is_hidden(path, hidden):
+    assert is_hidden(path) is hidden
+
+
+def test_hidden_files_and_macos_folders_are_ignored(tmp_path, caplog):
+    _png(tmp_path / "normal" / "a.png")
+    _png(tmp_path / "normal" / "._a.png")  # macOS resource fork beside the image
+    _png(tmp_path / "normal" / "__MACOSX" / "b.png")
+    _png(tmp_path / "__MACOSX" / "normal" / "c.png")  # unzipped archive metadata at the root
+    _png(tmp_path / "anomalous" / "crack" / "c.png")
+    _png(tmp_path / "anomalous" / "crack" / ".thumbs" / "c.png")
+    _png(tmp_path / "anomalous" / "__MACOSX" / "crack" / "d.png")  # would become a class "__MACOSX"
+    _png(tmp_path / "anomalous" / "._loose.png")
+    _png(tmp_path / "masks" / "anomalous" / "crack" / "c.png")
+    _png(tmp_path / "masks" / "__MACOSX" / "anomalous" / "crack" / "._c.png")  # not an orphan mask
+    with caplog.at_level("WARNING"):
+        records = scan_folder(tmp_path)
+    assert [r.path.relative_to(tmp_path.resolve()).as_posix() for r in records] == [
+        "normal/a.png",
+        "anomalous/crack/c.png",
+    ]
+    assert records[1].mask is not None
+    assert "__MACOSX" not in caplog.text  # not even "ignoring folder(s)": it is not data

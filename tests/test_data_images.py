@@ -133,11 +133,14 @@ def test_read_exif_rotated_jpeg_is_upright(tmp_path):
 
 
 def test_read_mask_thresholds_gray_and_colour(tmp_path):
-    values = np.array([[0, 127, 128, 255]], np.uint8)
+    values = np.zeros((4, 4), np.uint8)
+    values[0] = [0, 127, 128, 255]  # a few noisy values in a black mask, as in JPEG-ish masks
+    expected = np.zeros((4, 4), bool)
+    expected[0] = [False, False, True, True]
     Image.fromarray(values).save(tmp_path / "m.png")
-    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), [[False, False, True, True]])
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), expected)
     Image.fromarray(np.dstack([values] * 3)).save(tmp_path / "c.png")
-    np.testing.assert_array_equal(read_mask(tmp_path / "c.png"), [[False, False, True, True]])
+    np.testing.assert_array_equal(read_mask(tmp_path / "c.png"), expected)
     assert read_mask(tmp_path / "m.png", threshold=0).sum() == 3
 
 

@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import auc, roc_auc_score
 
 from defectmine.errors import ConfigError
-from defectmine.evaluation import UndefinedMetricWarning, pixel_metrics, pixel_threshold_max_dice
+from defectmine.evaluation import UndefinedMetricWarning, pixel_metrics, pixel_metrics_where, pixel_threshold_max_dice
 
 
 def reference_aupro(masks, maps, max_fpr):
@@ -186,3 +186,60 @@ def test_max_dice_threshold_hand_computed():
 def test_max_dice_threshold_needs_defects():
     with pytest.raises(ConfigError, match="defect pixels"):
         pixel_threshold_max_dice(np.zeros((1, 4, 4), bool), np.zeros((1, 4, 4)))
+
+
+# ---------------------------------------------------------------- images without masks left out
+
+
+def masked_and_unmasked_case():
+    """4 images with known masks (2 normal, 2 anomalous), then 2 anomalous images without a mask whose
+    (unknown) defects the maps find: counted as normal pixels, they would be false positives."""
+    masks, maps = random_case(5, n=4)
+    masks[:2] = False
+    unknown_maps = np.random.default_rng(6).random((2, 16, 16)) * 0.5
+    unknown_maps[:, 2:14, 2:14] = 1.5  # a detected defect that no mask records
+    all_masks = np.concatenate([masks, np.zeros((2, 16, 16), bool)])
+    all_maps = np.concatenate([maps, unknown_maps])
+    available = np.array([True] * 4 + [False] * 2)
+    return all_masks, all_maps, available
+
+
+def test_unmasked_images_are_left_out():
+    masks, maps, available = masked_and_unmasked_case()
+    got = pixel_metrics_where(masks, maps, available, threshold=0.9)
+    expected = pixel_metrics(masks[:4], maps[:4], threshold=0.9)
+    assert got == {**expected, "n_images": 4, "n_images_without_mask": 2}
+    naive = pixel_metrics(masks, maps, threshold=0.9)  # what counting them as normal would give
+    assert naive["aupro"] < got["aupro"] and naive["dice"] < got["dice"]
+    json.dumps(got)
+
+
+def test_all_available_is_plain_pixel_metrics():
+    masks, maps = random_case(2)
+    got = pixel_metrics_where(masks, maps, np.ones(3, bool), threshold=0.5)
+    assert got == {**pixel_metrics(masks, maps, threshold=0.5), "n_images": 3, "n_images_without_mask": 0}
+
+
+def test_no_anomalous_image_with_a_mask_gives_none():
+    masks, maps, available = masked_and_unmasked_case()
+    masks[:4] = False  # the available images are all normal
+    assert pixel_metrics_where(masks, maps, available) is None
+    assert pixel_metrics_where(masks[4:], maps[4:], available[4:]) is None  # nothing available at all
+
+
+def test_threshold_choice_leaves_unmasked_images_out():
+    masks, maps, available = masked_and_unmasked_case()
+    t = pixel_threshold_max_dice(masks, maps, available=available)
+    assert t == pixel_threshold_max_dice(masks[:4], maps[:4])
+    assert t != pixel_threshold_max_dice(masks, maps)
+    masks[:4] = False
+    with pytest.raises(ConfigError, match="2 anomalous image"):
+        pixel_threshold_max_dice(masks, maps, available=available)
+
+
+def test_available_must_be_one_flag_per_image():
+    masks, maps, _ = masked_and_unmasked_case()
+    with pytest.raises(ConfigError, match=r"one bool per image, shape \(6,\)"):
+        pixel_metrics_where(masks, maps, np.ones(5, bool))
+    with pytest.raises(ConfigError, match="available"):
+        pixel_metrics_where(masks, maps, np.full(6, 2))

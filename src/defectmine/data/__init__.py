@@ -2,13 +2,15 @@
 
     records = scan_folder("my_parts/")              # or read_manifest("parts.csv"), fixed_split("elpv")
     split = make_split(records, n_train_anomalous=8)
-    train = ImageDataset(split.train, ImageSpec(size=(256, 256)))
+    classes = class_list(records)                   # one class list for every split's class masks
+    train = ImageDataset(split.train, ImageSpec(size=(256, 256)), classes=classes)
 """
 
 from defectmine.data.builtin import BUILTIN_SETS, elpv, fixed_split, magnetic_tile, shared_dir
 from defectmine.data.dataset import ImageDataset
-from defectmine.data.folder import scan_folder
-from defectmine.data.images import ImageSpec, normalise, prepare_image, prepare_mask, read_image, read_mask
+from defectmine.data.folder import is_hidden, scan_folder
+from defectmine.data.images import ImageSpec, normalise, prepare_image, prepare_mask, read_image
+from defectmine.data.masks import BACKGROUND, class_list, read_class_mask, read_mask
 from defectmine.data.manifest import read_manifest, write_manifest
 from defectmine.data.records import ANOMALOUS, NORMAL, Record, labels_of
 from defectmine.data.splits import (
@@ -23,6 +25,7 @@ from defectmine.data.synthetic import write_synthetic_folder
 
 __all__ = [
     "ANOMALOUS",
+    "BACKGROUND",
     "BUILTIN_SETS",
     "NORMAL",
     "POSITIVE_RATIOS",
@@ -30,8 +33,10 @@ __all__ = [
     "ImageSpec",
     "Record",
     "Split",
+    "class_list",
     "elpv",
     "fixed_split",
+    "is_hidden",
     "labels_of",
     "magnetic_tile",
     "make_split",
@@ -40,6 +45,7 @@ __all__ = [
     "positive_ratio_subset",
     "prepare_image",
     "prepare_mask",
+    "read_class_mask",
     "read_image",
     "read_manifest",
     "read_mask",

@@ -29,13 +29,15 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
+def is_hidden(relative_path: Path | str) -> bool:
+    """True if any part of a path (relative to the folder being scanned) is hidden: starts with "." or
+    is a macOS "__MACOSX" folder. Such files (.ipynb_checkpoints/, ._a.jpg, __MACOSX/ from unzipping)
+    are copies or metadata, not data, and are ignored when scanning for images."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in Path(relative_path).parts)
+
+
 def _images_under(folder: Path) -> list[Path]:
-    # Hidden files and folders (.ipynb_checkpoints, ._foo.jpg from macOS) are copies or metadata, not data.
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    return sorted(p for p in folder.rglob("*") if not is_hidden(p.relative_to(folder)) and is_image_file(p))
 
 
 def scan_folder(root: Path | str) -> list[Record]:
@@ -48,8 +50,9 @@ def scan_folder(root: Path | str) -> list[Record]:
         root/anomalous/*.png        label "anomalous", defect_class = "anomalous"
         root/masks/anomalous/<class>/<name>.png
 
-    Raises DataError for a missing root or normal/ folder, a class folder without images, or a mask
-    without an image.
+    Hidden files and folders (`is_hidden`: names starting with ".", `__MACOSX`) are ignored. Raises
+    DataError for a missing root or normal/ folder, a class folder without images, or a mask without an
+    image.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -74,7 +77,7 @@ def scan_folder(root: Path | str) -> list[Record]:
         records += _scan_anomalous(anomalous_dir)
 
     known = (NORMAL, ANOMALOUS, MASKS)
-    unknown = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in known and p.name[0] != ".")
+    unknown = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in known and not is_hidden(p.name))
     if unknown:
         log.warning("%s: ignoring folder(s) %s; only normal/, anomalous/ and masks/ are read", root, ", ".join(unknown))
     return _attach_masks(root, records)
@@ -84,9 +87,9 @@ def _scan_anomalous(anomalous_dir: Path) -> list[Record]:
     records = [
         Record(path=p, label=ANOMALOUS, defect_class=ANOMALOUS)
         for p in sorted(anomalous_dir.iterdir())
-        if is_image_file(p) and not p.name.startswith(".")
+        if not is_hidden(p.name) and is_image_file(p)
     ]
-    class_dirs = sorted(p for p in anomalous_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted(p for p in anomalous_dir.iterdir() if p.is_dir() and not is_hidden(p.name))
     for class_dir in class_dirs:
         images = _images_under(class_dir)
         if not images:

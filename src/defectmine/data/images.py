@@ -13,12 +13,29 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from defectmine.errors import ConfigError, DataError
+from defectmine.data.masks import read_class_mask, read_mask
+from defectmine.data.pixels import UnreadableFileError, read_pixels
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "RESIZE_POLICIES",
+    "ImageSpec",
+    "UnreadableFileError",
+    "enlarges",
+    "normalise",
+    "prepare_image",
+    "prepare_mask",
+    "read_class_mask",
+    "read_image",
+    "read_mask",
+    "to_gray",
+]
 
 RESIZE_POLICIES = ("stretch", "pad")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
 
 @dataclass(frozen=True)
 class ImageSpec:
@@ -115,66 +132,6 @@ class ImageSpec:
         return cls(**d)
 
 
-class UnreadableFileError(DataError):
-    """An image or mask file that cannot be decoded; `path` and `reason` let callers list many at once."""
-
-    def __init__(self, path: Path | str, what: str, reason: str) -> None:
-        self.path = Path(path)
-        self.what = what
-        self.reason = reason
-        super().__init__(
-            f"{path}: cannot read {what} ({reason}). "
-            "Fix: replace or remove the file, or pass --skip-bad to skip it."
-        )
-
-
-
-
-def _pil_to_array(im: Image.Image) -> np.ndarray:
-    """uint8 HxW for single-channel modes, HxWx3 for colour modes."""
-    mode = im.mode
-    if mode in ("1", "L"):
-        return np.asarray(im.convert("L"))
-    if mode in ("LA", "La"):
-        return np.asarray(im.getchannel(0))
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit PNGs open as I;16 (newer Pillow) or I (older); both are scaled by the full 16-bit
-        # range so that brightness is comparable across files, not stretched per image.
-        arr = np.asarray(im).astype(np.float64)
-        return np.clip(np.rint(arr * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
-    if mode == "F":
-        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        # Float images are usually in [0, 1]; anything beyond that is taken as already 0..255.
-        if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0:
-            arr = arr * 255.0
-        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    if mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im
-    if mode == "PA":
-        im = im.convert("RGBA")
-    return np.asarray(im.convert("RGB"))
-
-
-def _read_pixels(path: Path | str, what: str) -> np.ndarray:
-    path = Path(path)
-    if not path.is_file():
-        reason = "is a folder" if path.is_dir() else "file not found"
-        raise UnreadableFileError(path, what, reason)
-    try:
-        with Image.open(path) as im:
-            # load() decodes every pixel now, so truncated files fail here and not mid-training.
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            arr = _pil_to_array(im)
-    except UnidentifiedImageError:
-        raise UnreadableFileError(path, what, "not an image file or an unsupported format") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise UnreadableFileError(path, what, str(e) or type(e).__name__) from None
-    if arr.ndim not in (2, 3) or arr.size == 0:
-        raise UnreadableFileError(path, what, f"unexpected pixel array shape {arr.shape}")
-    return np.array(arr, dtype=np.uint8, order="C")  # a writable copy: PIL arrays are read-only
-
-
 def read_image(path: Path | str) -> np.ndarray:
     """Decode an image file to uint8 pixels: HxW for grayscale, HxWx3 for colour.
 
@@ -183,7 +140,7 @@ def read_image(path: Path | str) -> np.ndarray:
     orientation (the returned array is upright). Raises DataError naming the file if it is missing,
     not an image, or truncated.
     """
-    return _read_pixels(path, "image")
+    return read_pixels(path, "image")
 
 
 def to_gray(pixels: np.ndarray) -> np.ndarray:
@@ -199,14 +156,6 @@ def to_gray(pixels: np.ndarray) -> np.ndarray:
     )
 
 
-def read_mask(path: Path | str, threshold: int = 127) -> np.ndarray:
-    """Read a ground-truth mask as bool HxW: True where the gray value is above `threshold`.
-
-    The threshold absorbs compression noise in masks that are not strictly binary (JPEG-ish PNGs).
-    """
-    return to_gray(_read_pixels(path, "mask")) > threshold
-
-
 def _geometry(height: int, width: int, spec: ImageSpec) -> tuple[int, int, int, int]:
     """(new_height, new_width, top, left) of the resized content inside the spec.size canvas."""
     out_h, out_w = spec.size
@@ -216,6 +165,12 @@ def _geometry(height: int, width: int, spec: ImageSpec) -> tuple[int, int, int, 
     new_h = min(out_h, max(1, round(height * scale)))
     new_w = min(out_w, max(1, round(width * scale)))
     return new_h, new_w, (out_h - new_h) // 2, (out_w - new_w) // 2
+
+
+def enlarges(height: int, width: int, spec: ImageSpec) -> bool:
+    """True if `prepare_image` enlarges an image of this size (bilinear upsampling adds no detail)."""
+    new_h, new_w, _, _ = _geometry(height, width, spec)
+    return new_h > height or new_w > width
 
 
 def _place(resized: np.ndarray, spec: ImageSpec, top: int, left: int) -> np.ndarray:
@@ -244,8 +199,7 @@ def prepare_image(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
     height, width = pixels.shape[:2]
     new_h, new_w, top, left = _geometry(height, width, spec)
     if (new_h, new_w) != (height, width):
-        shrinking = new_h <= height and new_w <= width
-        interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        interp = cv2.INTER_LINEAR if enlarges(height, width, spec) else cv2.INTER_AREA
         pixels = cv2.resize(np.ascontiguousarray(pixels), (new_w, new_h), interpolation=interp)
     pixels = _place(pixels, spec, top, left)
     if pixels.ndim == 2:
@@ -257,21 +211,30 @@ def prepare_image(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
 
 
 def prepare_mask(mask: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """Bring a bool HxW mask to bool (H, W) at `spec.size` with the same geometry as `prepare_image`.
+    """Bring a HxW mask to (H, W) at `spec.size` with the same geometry as `prepare_image`.
 
-    Nearest-neighbour keeps the mask binary; the letterbox of "pad" is False (not defective).
+    Bool masks stay bool; integer class-index masks (uint8, int16, ...) keep their dtype and values.
+    Nearest-neighbour keeps every pixel one of the input values, so classes never blend; the letterbox
+    of "pad" is False / 0 (background).
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise DataError(
             f"prepare_mask got an array of shape {mask.shape}. Fix: pass a HxW mask, e.g. from read_mask()."
         )
+    is_bool = mask.dtype == bool
+    if not (is_bool or np.issubdtype(mask.dtype, np.integer)):
+        raise DataError(f"prepare_mask got a {mask.dtype} mask. Fix: pass a bool mask or integer class indices.")
     height, width = mask.shape
     new_h, new_w, top, left = _geometry(height, width, spec)
-    m = mask.astype(np.uint8)
+    m = mask.astype(np.uint8) if is_bool else mask
     if (new_h, new_w) != (height, width):
-        m = cv2.resize(m, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
-    return _place(m, spec, top, left).astype(bool)
+        # OpenCV resizes 8/16/32-bit integers; wider class indices go through int32 and back.
+        native = m.dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32)
+        work = m if native else m.astype(np.int32)
+        m = cv2.resize(np.ascontiguousarray(work), (new_w, new_h), interpolation=cv2.INTER_NEAREST).astype(m.dtype)
+    m = _place(m, spec, top, left)
+    return m.astype(bool) if is_bool else m
 
 
 def normalise(batch_uint8: torch.Tensor, spec: ImageSpec) -> torch.Tensor:

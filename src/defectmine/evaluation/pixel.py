@@ -6,6 +6,9 @@
   does not do (there, one large defect outweighs many small ones).
 - Dice / IoU of the binarised maps, pooled over all pixels of the set (micro average).
 
+`pixel_metrics_where` and `pixel_threshold_max_dice(available=...)` leave out the images whose ground
+truth is unknown (anomalous images without a mask), whose empty masks would otherwise count as normal.
+
 Curves are computed from per-threshold counts: pixels are bucketed by threshold with
 `np.searchsorted` and counted with `np.bincount`, then cumulated from the highest threshold down.
 Up to `max_pixels` pixels the thresholds are all distinct map values (exact); above it, a grid of
@@ -219,26 +222,83 @@ def pixel_metrics(
     return result
 
 
+def _available(available: Any, n_images: int) -> np.ndarray:
+    keep = binary_array(available, "available")
+    if keep.shape != (n_images,):
+        raise ConfigError(
+            f"available must be one bool per image, shape ({n_images},), got {keep.shape}; pass e.g. "
+            "dataset.mask_available."
+        )
+    return keep
+
+
+def _where(masks: Any, maps: Any, available: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Masks and maps of the available images only, and how many images were left out."""
+    m, a = _masks_and_maps(masks, maps)
+    if available is None:
+        return m, a, 0
+    keep = _available(available, m.shape[0])
+    if keep.all():
+        return m, a, 0  # no copy of a large stack when every image has its mask
+    return m[keep], a[keep], int(np.count_nonzero(~keep))
+
+
+def pixel_metrics_where(
+    masks: Any,
+    maps: Any,
+    available: Any,
+    threshold: float | None = None,
+    *,
+    max_fpr: float = 0.3,
+    max_pixels: int = 4_000_000,
+    seed: int = 0,
+) -> dict | None:
+    """`pixel_metrics` over the images whose ground truth is known, leaving the others out.
+
+    An anomalous image without a mask has an all-background row in `masks` that is unknown, not
+    normal: counted, its defect would score as false positives. Pass `available` (bool (N,), e.g.
+    `dataset.mask_available`: True for images with a mask and for normal images) to evaluate only
+    those.
+
+    Returns:
+        `pixel_metrics` of the available images plus "n_images" (evaluated) and
+        "n_images_without_mask" (left out); None when no evaluated image has a defect pixel (no
+        anomalous image has a mask), so that no metric is reported over normal pixels only.
+
+    Raises:
+        ConfigError: as `pixel_metrics`, or `available` not one 0/1 value per image.
+    """
+    m, a, n_left_out = _where(masks, maps, available)
+    if m.shape[0] == 0 or not m.any():
+        return None
+    result = pixel_metrics(m, a, threshold, max_fpr=max_fpr, max_pixels=max_pixels, seed=seed)
+    result["n_images"] = int(m.shape[0])
+    result["n_images_without_mask"] = n_left_out
+    return result
+
+
 def pixel_threshold_max_dice(
-    masks: Any, maps: Any, *, max_pixels: int = 4_000_000, seed: int = 0
+    masks: Any, maps: Any, *, available: Any = None, max_pixels: int = 4_000_000, seed: int = 0
 ) -> float:
     """Pixel threshold maximising Dice of `maps >= threshold` against masks, over all pixels.
 
     Fit it on validation masks and maps, then pass it to `pixel_metrics` on the test set. The
     candidates are all distinct map values (or, above max_pixels, a quantile grid); among equally
-    good candidates the lowest is returned.
+    good candidates the lowest is returned. `available` (bool (N,), e.g. `dataset.mask_available`)
+    restricts the choice to images whose ground truth is known, as in `pixel_metrics_where`.
 
     Raises:
-        ConfigError: bad shapes (see `pixel_metrics`), or no defect pixel in the masks.
+        ConfigError: bad shapes (see `pixel_metrics`), or no defect pixel in the (available) masks.
     """
-    m, a = _masks_and_maps(masks, maps)
+    m, a, n_left_out = _where(masks, maps, available)
     max_pixels = _check_max_pixels(max_pixels)
     values, positive = a.ravel(), m.ravel()
     n_pos = int(positive.sum())
     if n_pos == 0:
+        left_out = f" ({n_left_out} anomalous image(s) without a mask left out)" if n_left_out else ""
         raise ConfigError(
             "pixel_threshold_max_dice needs defect pixels in the validation masks, but all masks are "
-            "empty. Add validation images with masks, or pass a fixed pixel threshold."
+            f"empty{left_out}. Add validation images with masks, or pass a fixed pixel threshold."
         )
     thresholds, _ = _thresholds(values, positive, max_pixels, 0.3, np.random.default_rng(seed))
     tp_ge, pred_ge = _counts_at_or_above(values, thresholds, [positive.astype(np.float64), None])
@@ -246,4 +306,4 @@ def pixel_threshold_max_dice(
     return float(thresholds[int(np.argmax(dice))])
 
 
-__all__ = ["pixel_metrics", "pixel_threshold_max_dice"]
+__all__ = ["pixel_metrics", "pixel_metrics_where", "pixel_threshold_max_dice"]
