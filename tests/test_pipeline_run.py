@@ -200,3 +200,31 @@ def test_broken_model_folders_give_one_error_naming_the_file(run, tmp_path, dama
     with pytest.raises(DataError, match=message) as raised:
         load_detector(model)
     assert str(model) in str(raised.value)
+
+
+def test_in_memory_sets_can_be_marked_as_validation():
+    import torch
+
+    spec = ImageSpec(size=(8, 8), channels=1)
+    images = torch.zeros((4, 1, 8, 8), dtype=torch.uint8)
+    unsplit = ImageDataset.from_tensor(images, spec, labels=[0, 0, 1, 1])
+    with pytest.raises(ConfigError, match="4 unsplit"):
+        threshold_on_val("max_f1", unsplit, [0.1, 0.2, 0.8, 0.9])
+    val = ImageDataset.from_tensor(images, spec, labels=[0, 0, 1, 1], split="val")
+    assert threshold_on_val("max_f1", val, [0.1, 0.2, 0.8, 0.9]).value == pytest.approx(0.8)
+    with pytest.raises(DataError, match="split='later'"):
+        ImageDataset.from_tensor(images, spec, split="later")
+
+
+def test_pixel_metrics_leave_out_anomalous_images_without_masks(data, tmp_path):
+    from dataclasses import replace
+
+    # every "spot" defect loses its mask: those images are unknown, not normal, at pixel level
+    records = [replace(r, mask=None) if r.defect_class == "spot" else r for r in scan_folder(data)]
+    result = fit_run(_config(data), tmp_path / "run", records=records)
+    pixel = result.metrics["test_pixel"]
+    with open(tmp_path / "run" / "split.csv") as f:
+        test = [row for row in csv.DictReader(f) if row["split"] == "test"]
+    unmasked = sum(row["defect_class"] == "spot" for row in test)
+    assert unmasked > 0
+    assert pixel["n_images_without_mask"] == unmasked and pixel["n_images"] == len(test) - unmasked

@@ -19,7 +19,7 @@ from defectmine.progress import track
 from defectmine.data.images import ImageSpec, enlarges, normalise, prepare_image, prepare_mask, read_image
 from defectmine.data.masks import check_classes, class_dtype, class_indices, class_list, mask_classes
 from defectmine.data.pixels import UnreadableFileError, read_mask_values
-from defectmine.data.records import ANOMALOUS, LABELS, NORMAL, Record
+from defectmine.data.records import ANOMALOUS, LABELS, NORMAL, SPLITS, Record
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class ImageDataset(Dataset):
         masks: torch.Tensor | np.ndarray | None = None,
         *,
         classes: Sequence[str] | None = None,
+        split: str = "",
     ) -> "ImageDataset":
         """A dataset over in-memory images (N, C, H, W) or (N, H, W) uint8.
 
@@ -127,10 +128,13 @@ class ImageDataset(Dataset):
         given, are (N, H, W) at `spec.size`: bool (True = defect, class 1), or integer class indices
         into `classes`. `classes` defaults to ("background", "anomalous") for bool or 0/1 masks and is
         required for integer masks with more classes. Records get synthetic paths `<memory>/i` and
-        anomalous ones the defect class "anomalous".
+        anomalous ones the defect class "anomalous". `split` ("val" for a validation set, which
+        thresholds and model selection require) is set on every record.
         """
+        if split not in SPLITS:
+            raise DataError(f"from_tensor got split={split!r}. Fix: use one of {', '.join(repr(s) for s in SPLITS)}.")
         images = memory_images(images_uint8, spec)
-        records = memory_records(labels, images.shape[0], has_masks=masks is not None)
+        records = [r.with_split(split) for r in memory_records(labels, images.shape[0], has_masks=masks is not None)]
         mask_tensor, names = memory_class_masks(masks, spec, records, classes)
         ds = cls.__new__(cls)
         ds.spec, ds.skipped, ds.records, ds._classes = spec, [], records, names

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from defectmine.evaluation.metrics import image_metrics
-from defectmine.evaluation.pixel import pixel_metrics, pixel_threshold_max_dice
+from defectmine.evaluation.pixel import pixel_metrics_where, pixel_threshold_max_dice
 from defectmine.evaluation.selection import check_val_only
 from defectmine.evaluation.thresholds import Threshold, choose_threshold
 
@@ -29,7 +29,8 @@ def evaluate_split(val: Any, val_scores: Any, test: Any, test_scores: Any, *, ru
 
     Returns:
         {"threshold", "val", "test" (None for an empty test set), and "test_pixel" when test images
-        have masks and the detector gives maps}.
+        have masks and the detector gives maps: pixel metrics over the images whose masks are known,
+        with "n_images" and "n_images_without_mask", or None when no evaluated image has a defect}.
     """
     threshold = threshold_on_val(rule, val, val_scores, **params)
     result = {
@@ -38,8 +39,11 @@ def evaluate_split(val: Any, val_scores: Any, test: Any, test_scores: Any, *, ru
         "test": image_metrics(test.labels, test_scores.image, threshold.value) if len(test) else None,
     }
     if len(test) and test.has_masks and test_scores.maps is not None:
+        # Anomalous images without a mask are left out, never counted as all-normal pixels; the result
+        # says how many images were evaluated and how many were left out.
         pixel_threshold = None
-        if val.has_masks and val_scores.maps is not None:
-            pixel_threshold = pixel_threshold_max_dice(val.masks(), val_scores.maps)
-        result["test_pixel"] = pixel_metrics(test.masks(), test_scores.maps, pixel_threshold)
+        if val.has_masks and val_scores.maps is not None and val.masks()[val.mask_available].any():
+            pixel_threshold = pixel_threshold_max_dice(val.masks(), val_scores.maps, available=val.mask_available)
+        result["test_pixel"] = pixel_metrics_where(test.masks(), test_scores.maps, test.mask_available,
+                                                   pixel_threshold)
     return result

@@ -12,8 +12,10 @@ from defectmine.data import (
     ImageDataset,
     Record,
     Split,
+    class_list,
     elpv,
     fixed_split,
+    is_hidden,
     make_split,
     positive_ratio_subset,
     read_manifest,
@@ -142,7 +144,7 @@ def build_datasets(split: Split, anomalies: list[Record], config: RunConfig) -> 
 
     Sweeps call this with the whole anomaly pool and take subsets of it per point.
     """
-    spec, kwargs = config.spec, {"skip_bad": config.skip_bad, "quiet": config.quiet}
+    spec, kwargs = config.spec, dataset_options(split, config)
     check_validation_records(split, config, config.data)
     return PreparedData(
         split=split,
@@ -151,6 +153,12 @@ def build_datasets(split: Split, anomalies: list[Record], config: RunConfig) -> 
         val=ImageDataset(split.val, spec, **kwargs),
         test=ImageDataset(split.test, spec, **kwargs) if split.test else ImageDataset(split.val[:0], spec, **kwargs),
     )
+
+
+def dataset_options(split: Split, config: RunConfig) -> dict:
+    """Keyword arguments of every ImageDataset of a run: one class list for all its sets, so that a
+    class index means the same defect class in training, validation and test masks."""
+    return {"skip_bad": config.skip_bad, "quiet": config.quiet, "classes": class_list(split.to_records())}
 
 
 def skipped_files(data: PreparedData) -> list[dict]:
@@ -169,7 +177,8 @@ def list_images(folder: Path) -> list[Record]:
         raise DataError(f"{folder}: no such folder of images.")
     if (folder / "normal").is_dir():
         return scan_folder(folder)
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p.relative_to(folder)))
     if not paths:
         raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
     return [Record(path=p.resolve(), label="normal", meta={"unlabelled": True}) for p in paths]

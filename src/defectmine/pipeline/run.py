@@ -18,6 +18,7 @@ from defectmine.pipeline.data import (
     build_datasets,
     check_validation_records,
     data_root,
+    dataset_options,
     load_records,
     resolved_data,
     skipped_files,
@@ -117,7 +118,7 @@ def evaluate_run(run_dir: Path, *, threshold_rule: str | None = None, threshold_
     split = Split.from_records(read_split(run_dir, document, data_root))
     check_validation_records(split, config, str(run_dir))
     detector = load_detector(run_dir / MODEL_DIR)
-    kwargs = {"skip_bad": config.skip_bad, "quiet": config.quiet}
+    kwargs = dataset_options(split, config)
     val = ImageDataset(split.val, detector.spec_, **kwargs)
     test = ImageDataset(split.test, detector.spec_, **kwargs)
     previous = _read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else {}
