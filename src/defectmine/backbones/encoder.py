@@ -44,7 +44,9 @@ def check_out_indices(name: str, out_indices: Sequence[int], n_stages: int | Non
     try:
         indices = tuple(int(i) for i in out_indices)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: out_indices={out_indices!r} must be a sequence of stage numbers, e.g. (1, 2, 3).") from None
+        raise ConfigError(
+            f"{name}: out_indices={out_indices!r} must be a sequence of stage numbers, e.g. (1, 2, 3)."
+        ) from None
     limit = "" if n_stages is None else f" and below {n_stages}"
     if not indices or any(i < 0 or (n_stages is not None and i >= n_stages) for i in indices):
         raise ConfigError(

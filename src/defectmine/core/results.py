@@ -117,7 +117,8 @@ class ClassMaps:
         So the defect pixels are exactly those the same threshold marks on ``anomaly_scores(how).maps``:
         a threshold chosen on validation `Scores` gives the matching class map.
         """
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or not math.isfinite(threshold):
+        number = isinstance(threshold, (int, float, np.number)) and not isinstance(threshold, bool)
+        if not number or not math.isfinite(threshold):
             raise ConfigError(f"ClassMaps: threshold={threshold!r} must be a finite number, e.g. 0.5.")
         defect = self.anomaly_map(how) >= threshold
         best_defect = self.probabilities[:, 1:].argmax(axis=1).astype(np.int64) + 1
