@@ -1,33 +1,44 @@
-"""One place that builds feature extractors.
+"""One place that builds feature extractors: multi-scale encoders and single-map backbones.
 
-`build_backbone("cnn")` gives our small from-scratch CNN, `build_backbone("vit_tiny")` a small ViT whose
-patch-token grid is the feature map (see vit.py); any other name is a timm model truncated at the stage
-whose output stride is closest to the one asked for. Weights are never downloaded unless the
-caller asks for them with ``weights="pretrained"``; a local file (safetensors or a torch state dict,
-e.g. our own self-supervised checkpoint) can be given instead.
+`build_encoder(name)` gives a module whose forward returns a list of feature maps (timm's
+``features_only`` interface) for our small from-scratch CNN ("cnn"), our small ViT ("vit_tiny",
+token grids after chosen blocks) or any timm model. `build_backbone(name, stride=)` gives the one map
+detectors such as FCDD read: the encoder's stage whose stride is nearest the one asked for, as a
+module whose forward returns that map. A backbone and an encoder of the same architecture share their
+parameters' construction order and state-dict keys, so weights move between them unchanged.
+
+Weights are never downloaded unless the caller asks for them with ``weights="pretrained"``; a local
+file (safetensors or a torch state dict, e.g. our own self-supervised checkpoint) can be given instead.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from defectmine.backbones.small_cnn import SmallCNN
-from defectmine.backbones.vit import VIT_CHANNELS_PER_WIDTH, GridViT
+from defectmine.backbones.encoder import Encoder, check_out_indices
+from defectmine.backbones.small_cnn import CNNEncoder, SmallCNN
+from defectmine.backbones.timm_features import SUGGESTED_TIMM, create_timm, timm_reductions
+from defectmine.backbones.vit import VIT_CHANNELS_PER_WIDTH, VIT_DEPTH, GridViT, ViTEncoder
+from defectmine.backbones.weights import load_weights_file
 from defectmine.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 SMALL_CNN = "cnn"
 GRID_VIT = "vit_tiny"
 # Our own architectures: built here, no published weights (local files, e.g. from `defectmine pretrain`).
 OWN_BACKBONES = (SMALL_CNN, GRID_VIT)
-# Suggestions shown in errors and --help; any timm model with features_only support works.
-SUGGESTED_TIMM = ("resnet18", "resnet34", "resnet101", "vgg16", "inception_v3", "efficientnet_b0")
+# The small CNN's stages when no out_indices are given: strides 1, 2, 4, 8, i.e. the stages of the
+# default stride-8 backbone, so that the default encoder loads our default pretrained weights whole.
+CNN_DEFAULT_STAGES = 4
+DEFAULT_PATCH = 8
+
+__all__ = [
+    "Backbone", "GRID_VIT", "OWN_BACKBONES", "SMALL_CNN", "SUGGESTED_TIMM",
+    "build_backbone", "build_encoder", "list_backbones", "load_weights_file",
+]
 
 
 @dataclass
@@ -39,19 +50,54 @@ class Backbone:
     stride: int
 
 
-class _TimmStage(nn.Module):
-    """Wraps a timm features_only model so that forward returns one tensor, not a list."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x)[-1]
-
-
 def list_backbones() -> list[str]:
     return [*OWN_BACKBONES, *SUGGESTED_TIMM]
+
+
+def build_encoder(
+    name: str,
+    in_chans: int = 3,
+    *,
+    out_indices: Sequence[int] | None = None,
+    width: int = 16,
+    weights: str | Path | None = None,
+    patch_size: int | None = None,
+) -> Encoder:
+    """Build a multi-scale encoder: ``encoder(x)`` is a list of maps, shallow to deep.
+
+    ``encoder.channels`` and ``encoder.reductions`` give each map's channel count and stride (input
+    size / map size), like timm's ``feature_info.channels()`` / ``.reduction()``. The network stops at
+    the deepest stage asked for, as timm's ``features_only`` models do.
+
+    Args:
+        name: ``"cnn"``, ``"vit_tiny"`` or a timm model name (``"resnet18"``, ...).
+        in_chans: number of input channels (1 for grayscale, 3 for RGB).
+        out_indices: stages to return. For "cnn", stage i is the end of the i-th block of convolutions,
+            before the next pooling: stride 2**i and width * 2**i channels (capped at 8 * width); default
+            (0, 1, 2, 3). For "vit_tiny", index i is the token grid after transformer block i (0 to 3,
+            through the final LayerNorm); default all four. A ViT has no pyramid: every map has the
+            patch stride. For timm models, timm's stage numbers; default timm's (usually all stages).
+        width: base channel count of the small CNN; the ViT's embedding is 8 * width (ignored for timm).
+        weights: ``None`` (random init), ``"pretrained"`` (timm's published weights; needs network), or a
+            path to a local weights file (safetensors or torch state dict), e.g. our self-supervised
+            ``backbone.safetensors``.
+        patch_size: the ViT's patch size, which is the stride of all its maps (default 8); "vit_tiny" only.
+    """
+    _check_published(name, weights)
+    if patch_size is not None and name != GRID_VIT:
+        raise ConfigError(f"patch_size={patch_size} only applies to {GRID_VIT!r}; drop it for {name!r}.")
+    if name == SMALL_CNN:
+        indices = tuple(range(CNN_DEFAULT_STAGES)) if out_indices is None else check_out_indices(name, out_indices)
+        module = CNNEncoder(in_chans=in_chans, width=width, n_pools=indices[-1], out_indices=indices)
+    elif name == GRID_VIT:
+        patch = DEFAULT_PATCH if patch_size is None else patch_size
+        if not isinstance(patch, int) or patch < 1:
+            raise ConfigError(f"patch_size={patch_size!r} must be a positive integer, e.g. 8 or 16.")
+        indices = tuple(range(VIT_DEPTH)) if out_indices is None else check_out_indices(name, out_indices, VIT_DEPTH)
+        module = _vit(ViTEncoder, in_chans, width, patch, depth=indices[-1] + 1, out_indices=indices)
+    else:
+        module = create_timm(name, in_chans, out_indices, pretrained=weights == "pretrained", encoder=True)
+    return _load_local(module, weights)
 
 
 def build_backbone(
@@ -62,7 +108,11 @@ def build_backbone(
     width: int = 16,
     weights: str | Path | None = None,
 ) -> Backbone:
-    """Build a backbone by name.
+    """Build a backbone by name: the encoder's stage whose stride is nearest `stride`, as one map.
+
+    ``Backbone.module(x)`` is a tensor (N, out_channels, H / stride, W / stride). Its parameters, their
+    random init and state-dict keys are those of the encoder cut at that stage, and have not changed
+    since backbones came before encoders: saved models and pretrained weights keep loading.
 
     Args:
         name: ``"cnn"`` (small from-scratch CNN), ``"vit_tiny"`` (small ViT, patch size = stride, token grid
@@ -76,107 +126,33 @@ def build_backbone(
     """
     if stride < 1 or stride & (stride - 1):
         raise ConfigError(f"stride={stride}: must be a power of two (e.g. 8 or 16).")
-    if name in OWN_BACKBONES:
-        if weights == "pretrained":
-            raise ConfigError(f"backbone {name!r} has no published weights: pass a local weights file or none.")
-        if name == SMALL_CNN:
-            net = SmallCNN(in_chans=in_chans, width=width, n_pools=stride.bit_length() - 1)
-        else:
-            net = GridViT(in_chans=in_chans, dim=VIT_CHANNELS_PER_WIDTH * width, patch=stride)
-        backbone = Backbone(net, net.out_channels, net.stride)
+    _check_published(name, weights)
+    if name == SMALL_CNN:
+        # stage log2(stride) has exactly this stride; the network ends there
+        module = SmallCNN(in_chans=in_chans, width=width, n_pools=stride.bit_length() - 1)
+    elif name == GRID_VIT:
+        # every block has the patch stride: the nearest stage is the deepest (ties go deeper, as for timm)
+        module = _vit(GridViT, in_chans, width, stride, depth=VIT_DEPTH, out_indices=None)
     else:
-        backbone = _build_timm(name, in_chans, stride, pretrained=weights == "pretrained")
+        # The probe also draws its random init from the global generator: seeded runs depend on it.
+        reductions = timm_reductions(name, in_chans)
+        stage = min(range(len(reductions)), key=lambda i: (abs(reductions[i] - stride), -i))
+        module = create_timm(name, in_chans, (stage,), pretrained=weights == "pretrained", encoder=False)
+    module = _load_local(module, weights)
+    return Backbone(module, module.channels[-1], module.reductions[-1])
+
+
+def _vit(cls: type[GridViT], in_chans: int, width: int, patch: int, *, depth: int, out_indices) -> GridViT:
+    return cls(in_chans=in_chans, dim=VIT_CHANNELS_PER_WIDTH * width, depth=depth, patch=patch, out_indices=out_indices)
+
+
+def _check_published(name: str, weights: str | Path | None) -> None:
+    if weights == "pretrained" and name in OWN_BACKBONES:
+        raise ConfigError(f"backbone {name!r} has no published weights: pass a local weights file or none.")
+
+
+def _load_local(module: nn.Module, weights: str | Path | None) -> nn.Module:
+    """`module` with a local weights file loaded ("pretrained" weights were loaded by timm)."""
     if weights not in (None, "pretrained"):
-        load_weights_file(backbone.module, Path(weights))
-    return backbone
-
-
-def _build_timm(name: str, in_chans: int, stride: int, pretrained: bool) -> Backbone:
-    import timm
-
-    if not timm.is_model(name):
-        raise ConfigError(
-            f"unknown backbone {name!r}: use 'cnn', 'vit_tiny' or a timm model name such as {', '.join(SUGGESTED_TIMM)}."
-        )
-    try:
-        probe = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans)
-    except RuntimeError as err:  # timm raises for models without feature extraction support
-        raise ConfigError(f"backbone {name!r} cannot be used as a feature extractor: {err}") from err
-    reductions = probe.feature_info.reduction()
-    stage = min(range(len(reductions)), key=lambda i: (abs(reductions[i] - stride), -i))
-    try:
-        model = timm.create_model(
-            name, pretrained=pretrained, features_only=True, out_indices=(stage,), in_chans=in_chans
-        )
-    except Exception as err:  # download failures come in many types; name the fix
-        raise ConfigError(
-            f"could not load pretrained weights for {name!r} ({err}). Without network access pass a "
-            "local weights file instead (--backbone-weights PATH) or train from scratch."
-        ) from err
-    return Backbone(_TimmStage(model), model.feature_info.channels()[-1], reductions[stage])
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: weights file not found.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"{path}: cannot read weights ({err}). Use a safetensors or torch state-dict file.") from err
-    for key in ("state_dict", "model", "backbone"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: expected a state dict of tensors.")
-    return state
-
-
-def load_weights_file(module: nn.Module, path: Path) -> None:
-    """Load a local weights file into `module`, matching keys up to common prefixes.
-
-    A 3-channel first convolution is summed to 1 channel when the module is grayscale (and a 1-channel
-    one repeated for RGB), as timm does for pretrained weights. Raises ConfigError when nothing matches.
-    """
-    state = _read_state_dict(path)
-    target = module.state_dict()
-    matched: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        name = _match_key(key, target)
-        if name is None:
-            continue
-        want = target[name]
-        if value.shape != want.shape and value.ndim == 4 and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]:
-            value = _adapt_in_channels(value, want.shape[1])
-        if value.shape == want.shape:
-            matched[name] = value
-    if not matched:
-        raise ConfigError(f"{path}: no tensor in this file matches the backbone; is it for another architecture?")
-    missing = [name for name in target if name not in matched]
-    if missing:  # e.g. weights of a shallower network (another stride): the rest stays randomly initialised
-        log.warning("%s: %d of %d backbone tensors are not in this file and keep their random init (%s, ...); "
-                    "check that width and stride match the weights", path, len(missing), len(target), missing[0])
-    target.update(matched)
-    module.load_state_dict(target)
-
-
-def _match_key(key: str, target: dict) -> str | None:
-    candidates = [key]
-    for prefix in ("module.", "backbone.", "model.", "encoder."):
-        if key.startswith(prefix):
-            candidates.append(key[len(prefix):])
-    for cand in list(candidates):
-        candidates += [f"model.{cand}", f"module.{cand}"]
-    return next((c for c in candidates if c in target), None)
-
-
-def _adapt_in_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
-    if in_chans == 1:
-        return weight.sum(dim=1, keepdim=True)
-    if weight.shape[1] == 1:
-        return weight.repeat(1, in_chans, 1, 1) / in_chans
-    return weight
+        load_weights_file(module, Path(weights))
+    return module

@@ -1,11 +1,11 @@
-"""What every detector shares: the Scores result type, the fit/score/save/load contract, and
-saving as JSON config + safetensors weights (never pickles)."""
+"""What every detector shares: the fit/score/save/load contract and saving as JSON config +
+safetensors weights (never pickles). `Scores` lives in `core.results`; it is re-exported here."""
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from defectmine import __version__
+from defectmine.core.results import Scores
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError, DataError, NotFittedError
@@ -22,25 +23,7 @@ from defectmine.models.params import check_param_types
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
-
-@dataclass
-class Scores:
-    """Detector output, the same in every mode.
-
-    image: (N,) anomaly score per image, higher = more anomalous.
-    maps: (N, H, W) anomaly maps at the model's input resolution, or None for detectors without maps.
-    """
-
-    image: np.ndarray
-    maps: np.ndarray | None = None
-
-    def __post_init__(self):
-        self.image = np.asarray(self.image, dtype=np.float64)
-        if self.maps is not None and len(self.maps) != len(self.image):
-            raise ValueError(f"Scores: {len(self.image)} image scores but {len(self.maps)} maps.")
-
-    def __len__(self) -> int:
-        return len(self.image)
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "Detector", "Scores", "resolve_device", "seed_everything"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
