@@ -157,3 +157,20 @@ def test_detector_gradcam_needs_a_fitted_detector(sets):
 
     with pytest.raises(NotFittedError):
         detector_gradcam(create("fcdd"), sets[2])
+
+
+def test_score_can_return_gradcam_maps_for_any_trained_detector():
+    from defectmine.data import ImageDataset, ImageSpec
+    from defectmine.errors import ConfigError
+    from defectmine.models.registry import create
+
+    spec = ImageSpec(size=(16, 16), channels=1)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (6, 1, 16, 16), dtype=torch.uint8, generator=generator)
+    normal = ImageDataset.from_tensor(images, spec)
+    detector = create("fcdd", epochs=1, width=4, batch_size=4, device="cpu", quiet=True).fit(normal)
+    native, cam = detector.score(normal), detector.score(normal, heatmap="gradcam")
+    np.testing.assert_allclose(cam.image, native.image)  # same image scores, other maps
+    assert cam.maps.shape == (6, 16, 16) and np.isfinite(cam.maps).all() and cam.maps.max() <= 1.0
+    with pytest.raises(ConfigError, match="heatmap='saliency' is unknown"):
+        detector.score(normal, heatmap="saliency")

@@ -124,15 +124,15 @@ def _single_activation(captured: list[torch.Tensor], scores, n: int) -> torch.Te
 
 
 class _ImageScore(nn.Module):
-    """A trained detector's image score as a module: forward(batch) = detector._forward_scores(batch)[0]."""
+    """A trained detector's image score as a module: forward(batch) = detector.image_scores_of(batch)."""
 
     def __init__(self, detector):
         super().__init__()
         self.network = detector.network_  # registered, so grad_cam sets and restores its modes
-        self._forward_scores = detector._forward_scores
+        self._image_scores_of = detector.image_scores_of
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._forward_scores(batch)[0]
+        return self._image_scores_of(batch)
 
 
 def last_convolution(network: nn.Module) -> nn.Conv2d:
@@ -154,7 +154,7 @@ def detector_gradcam(detector, images, layer: nn.Module | None = None, *, normal
     """Grad-CAM maps (N, H, W) float32 of a fitted trained detector's image score.
 
     Args:
-        detector: a fitted detector with ``network_``, ``spec_`` and ``_forward_scores`` (fcdd,
+        detector: a fitted detector with ``network_``, ``spec_`` and ``image_scores_of`` (fcdd,
             classifier, liac: every `models.trained.TrainedDetector`).
         images: uint8 pixels (N, C, H, W) at the detector's spec, or an ImageDataset; normalised here
             with the detector's spec and scored in batches of its ``score_batch_size``.

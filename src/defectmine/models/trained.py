@@ -11,9 +11,12 @@ from torch import nn
 from defectmine.backbones import Backbone, build_backbone
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec, normalise
+from defectmine.errors import ConfigError
 from defectmine.explain.upsample import gaussian_upsample
 from defectmine.models.base import Detector, Scores, seed_everything
 from defectmine.models.training import check_training_sets
+
+HEATMAPS = ("native", "gradcam")
 
 
 class TrainedDetector(Detector):
@@ -49,22 +52,38 @@ class TrainedDetector(Detector):
     def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image scores (B,), maps (B, u, v)) of a normalised batch."""
 
+    def image_scores_of(self, batch: torch.Tensor) -> torch.Tensor:
+        """Image scores (B,) of a normalised batch: what Grad-CAM explains."""
+        return self._forward_scores(batch)[0]
+
     @torch.inference_mode()
-    def score(self, images: ImageDataset | torch.Tensor, *, maps: bool = True) -> Scores:
-        """Image scores and, unless maps=False, maps Gaussian-upsampled to the input size."""
+    def score(self, images: ImageDataset | torch.Tensor, *, maps: bool = True, heatmap: str = "native") -> Scores:
+        """Image scores and, unless maps=False, maps at the input size.
+
+        heatmap: "native" (the detector's own map, Gaussian-upsampled) or "gradcam" (Grad-CAM of the
+            image score at the backbone's last convolution; computed with gradients even though scoring
+            runs under inference mode).
+        """
+        if heatmap not in HEATMAPS:
+            raise ConfigError(f"heatmap={heatmap!r} is unknown. Fix: use one of {', '.join(HEATMAPS)}.")
         pixels = self._as_uint8_batch(images)
         network = self.network_
         was_training = network.training
         network.eval()
         step = self.config.score_batch_size
+        native_maps = maps and heatmap == "native"
         image_scores, all_maps = [], []
         for start in range(0, len(pixels), step):
             batch = normalise(pixels[start:start + step].to(self.device), self.spec_)
             image, low_res = self._forward_scores(batch.contiguous(memory_format=torch.channels_last))
             image_scores.append(image.cpu())
-            if maps:
+            if native_maps:
                 all_maps.append(gaussian_upsample(low_res, tuple(self.spec_.size)).cpu())
         network.train(was_training)
         image = torch.cat(image_scores).numpy() if image_scores else np.zeros(0)
-        full = torch.cat(all_maps).numpy().astype(np.float32) if maps and all_maps else None
+        full = torch.cat(all_maps).numpy().astype(np.float32) if native_maps and all_maps else None
+        if maps and heatmap == "gradcam":
+            from defectmine.explain.gradcam import detector_gradcam
+
+            full = detector_gradcam(self, pixels)
         return Scores(image=image, maps=full)
