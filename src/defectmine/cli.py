@@ -18,6 +18,7 @@ from defectmine.errors import DefectmineError
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Visual inspection when defects are rare: train detectors, score images, get heatmaps and reports.",
 )
@@ -246,11 +247,17 @@ def sweep(
 
     Examples:
 
-      defectmine sweep --data elpv --ratios 1/16,1/32,1/64,1/128,unsupervised --seeds 0,1,2 --out runs/sweep
+    \b
+      defectmine sweep --data elpv --ratios 1/16,1/32,1/64,1/128,unsupervised \\
+          --seeds 0,1,2 --out runs/sweep
 
-      defectmine sweep --data magnetic_tile --ks 1,2,5,10,20,40,80 --seeds 0,1,2 --epochs 25
+    \b
+      defectmine sweep --data magnetic_tile --ks 1,2,5,10,20,40,80 \\
+          --seeds 0,1,2 --epochs 25
 
-      defectmine sweep --data my_images/ --ks 5,10,20 --detector fcdd --backbone resnet18 --resume
+    \b
+      defectmine sweep --data my_images/ --ks 5,10,20 --detector fcdd \\
+          --backbone resnet18 --resume
     """
     from defectmine.pipeline import run_sweep
 
@@ -335,9 +342,13 @@ def pretrain(
 
       defectmine pretrain --data magnetic_tile+elpv --out runs/ours --epochs 20
 
-      defectmine pretrain --data my_line_images/ --init-weights runs/ours --out runs/ours-line
+    \b
+      defectmine pretrain --data my_line_images/ --init-weights runs/ours \\
+          --out runs/ours-line
 
-      defectmine fit --data my_parts/ --backbone-weights runs/ours/backbone.safetensors
+    \b
+      defectmine fit --data my_parts/ \\
+          --backbone-weights runs/ours/backbone.safetensors
     """
     from defectmine.pretrain.command import pretrain_command
 
