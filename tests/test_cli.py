@@ -183,7 +183,7 @@ def test_help_in_80_columns_shows_every_option_name_whole(name):
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80
     options = [o for p in command.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)]
-    assert "--help" in text and (name is None or len(options) > 1)
+    assert "--help" in text and (name != "fit" or "--backbone-weights" in options)
     for option in options:
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), f"{option} is cut in `{name} --help`"
     if name is None:  # the command list names every command

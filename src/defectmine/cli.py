@@ -1,4 +1,4 @@
-"""The `defectmine` command: fit, sweep, predict, evaluate, pretrain, demo."""
+"""The `defectmine` command: fit, sweep, predict, evaluate, pretrain, demo, detectors."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ class ModelOptions:
 
 _MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
     "data": (str, typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv.")),
-    "detector": (str, typer.Option("fcdd", help="Detector name from the registry.")),
+    "detector": (str, typer.Option("fcdd", help="Detector name (`defectmine detectors` lists them).")),
     "backbone": (str, typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ...")),
     "backbone_weights": (Optional[str], typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network).")),
     "freeze_backbone": (bool, typer.Option(False, help="Keep the backbone's weights fixed and train only the head (frozen features, e.g. of --backbone-weights); default: fine-tune all.")),
@@ -135,7 +135,7 @@ _MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
     "threshold_value": (Optional[float], typer.Option(None, help="Value of the fixed rule.")),
     "split_seed": (int, typer.Option(0, help="Seed of the split when the data carries none.")),
     "device": (str, typer.Option("auto", help="auto (CUDA when present), cpu or cuda.")),
-    "param": (list[str], typer.Option([], "--param", "-p", help="Extra detector option key=value (repeatable), e.g. -p lr=0.0005.")),
+    "param": (list[str], typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="Detector option (repeatable), e.g. -p lr=0.0005; `defectmine detectors` lists every detector's options and defaults.")),
     "skip_bad": (bool, typer.Option(False, help="Skip unreadable images (and list them) instead of stopping.")),
     "quiet": (bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
 }  # fmt: skip
@@ -376,6 +376,16 @@ def demo(
     config = RunConfig(data="elpv", detector="fcdd", detector_params=params, k=40, quiet=quiet)
     result = fit_run(config, out, overwrite=True)  # a demo re-runs into the same folder
     print_metrics(result.metrics, result.run_dir)
+
+
+@app.command()
+@_friendly_errors
+def detectors(name: Optional[str] = typer.Argument(None, help="Only this detector, with full descriptions.")):
+    """List the registered detectors and their -p options: name, type, default and meaning."""
+    from defectmine.cli_detectors import print_detectors
+
+    flags = {field: "--" + field.replace("_", "-") for field in _MODEL_OPTIONS} | {"seed": "--seed (sweep: --seeds)"}
+    print_detectors(console, name, flags=flags)
 
 
 def main() -> None:  # pragma: no cover - console entry point
