@@ -160,3 +160,32 @@ def test_elpv_without_shared_split_files_falls_back_to_the_protocol(monkeypatch)
     counts = Split.from_records(records).counts()
     assert counts["train"] == 905 and counts["train_anomalous"] == 80
     assert counts["val_normal"] + counts["test_normal"] == 603
+
+
+def _command_names():
+    import typer.main
+
+    return [None, *typer.main.get_command(app).commands]
+
+
+@pytest.mark.parametrize("name", _command_names())
+def test_help_in_80_columns_shows_every_option_name_whole(name):
+    import re
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    command = group if name is None else group.commands[name]
+    args = ["--help"] if name is None else [name, "--help"]
+    result = runner.invoke(app, args, terminal_width=80, env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    options = [o for p in command.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)]
+    assert "--help" in text and (name != "fit" or "--backbone-weights" in options)
+    for option in options:
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), f"{option} is cut in `{name} --help`"
+    if name is None:  # the command list names every command
+        for command_name in group.commands:
+            assert re.search(rf"^\s+{command_name}\s", text, re.M), command_name

@@ -112,3 +112,51 @@ def test_cuda_matches_cpu():
 def test_bad_inputs_raise_config_error(maps, size, sigma):
     with pytest.raises(ConfigError):
         gaussian_upsample(maps, size, sigma)
+
+
+def anisotropic_reference(hmap: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The default-sigma upsampling computed cell by cell, independently of the separable code: every
+    cell adds d * exp(-(dy^2 / 2 sigma_y^2 + dx^2 / 2 sigma_x^2)) with sigma_y = 0.5 * h / u (cell
+    height) and sigma_x = 0.5 * w / v (cell width); the sum is divided by that of an all-ones map."""
+    u, v = hmap.shape
+    sigma_y, sigma_x = 0.5 * h / u, 0.5 * w / v
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    out, weight = np.zeros((h, w)), np.zeros((h, w))
+    for i in range(u):
+        for j in range(v):
+            c1 = (i + 0.5) * h / u - 0.5
+            c2 = (j + 0.5) * w / v - 0.5
+            g2 = np.exp(-((ys - c1) ** 2) / (2 * sigma_y**2) - ((xs - c2) ** 2) / (2 * sigma_x**2))
+            out += hmap[i, j] * g2
+            weight += g2
+    return out / weight
+
+
+@pytest.mark.parametrize(
+    "cells, size",
+    [
+        ((4, 8), (64, 64)),  # tall cells: 16 px high, 8 px wide
+        ((4, 4), (32, 96)),  # wide cells: 8 px high, 24 px wide
+    ],
+)
+def test_default_sigma_follows_each_axis_cell_spacing(cells, size):
+    # Non-square cells are the only case where sigma_y and sigma_x differ: with square cells, an
+    # explicit sigma or a constant map, swapping them between the axes goes unnoticed.
+    rng = np.random.default_rng(1)
+    hmap = rng.random(cells)
+    out = gaussian_upsample(torch.from_numpy(hmap)[None], size)[0].numpy()
+    np.testing.assert_allclose(out, anisotropic_reference(hmap, *size), rtol=1e-9, atol=1e-12)
+
+
+def test_hot_cell_spreads_by_its_own_cell_size_along_each_axis():
+    # One hot cell of a 4x4 map on a 32x96 image: cells are 8 px high and 24 px wide, so the heat
+    # one cell spacing away from the centre is the same fraction (about exp(-2)) along both axes.
+    maps = torch.zeros(1, 4, 4, dtype=torch.float64)
+    maps[0, 1, 1] = 1.0
+    raw = gaussian_upsample(maps, (32, 96), normalize=False)[0].numpy()
+    # the centre of cell (1, 1) is (11.5, 35.5): average the 2x2 pixels around each point
+    peak = raw[11:13, 35:37].mean()
+    down = raw[19:21, 35:37].mean() / peak  # one cell (8 px) lower
+    right = raw[11:13, 59:61].mean() / peak  # one cell (24 px) to the right
+    assert down == pytest.approx(right, rel=0.05)
+    assert down == pytest.approx(math.exp(-2), rel=0.1)

@@ -59,6 +59,33 @@ def test_a_gain_of_exactly_the_tolerance_still_counts():
     assert result["boundary"] is None
 
 
+def test_an_exactly_representable_tie_with_the_tolerance_still_counts():
+    # 0.75 - 0.5 is exactly 0.25 in binary floating point: a true tie, no rounding involved
+    result = mining_phases([1, 2], [0.5, 0.75], tolerance=0.25)
+    assert result["gain_per_doubling"] == [0.25]
+    assert result["boundary"] is None and result["phases"] == [OPPORTUNITY, OPPORTUNITY]
+
+
+def test_a_tie_that_rounding_puts_just_below_the_tolerance_still_counts():
+    # 0.82 - 0.81 evaluates to 0.009999999999999898: a gain of one hundredth in decimal, which the
+    # rule must read as a tie with 0.01, not as over-mining
+    result = mining_phases([1, 2], [0.81, 0.82], tolerance=0.01)
+    assert result["gain_per_doubling"][0] < 0.01
+    assert result["boundary"] is None and result["phases"] == [OPPORTUNITY, OPPORTUNITY]
+
+
+def test_the_rounding_slack_ends_where_over_mining_begins():
+    from defectmine.evaluation.sweep import _EPS
+
+    # a gain of exactly tolerance - _EPS is still a tie; anything clearly below it is not
+    edge = 0.25 - _EPS
+    result = mining_phases([1, 2], [0.0, edge], tolerance=0.25)
+    assert result["gain_per_doubling"] == [edge]
+    assert result["boundary"] is None
+    below = mining_phases([1, 2], [0.0, 0.25 - 1e-9], tolerance=0.25)
+    assert below["boundary"] == 1 and below["phases"] == [OVER_MINING, OVER_MINING]
+
+
 def test_flat_curve_is_over_mining_from_the_first_point():
     result = mining_phases([1, 2, 4, 8], [0.8, 0.8, 0.8, 0.8])
     assert result["phases"] == [OVER_MINING] * 4 and result["boundary"] == 1

@@ -1,4 +1,4 @@
-"""The `defectmine` command: fit, sweep, predict, evaluate, pretrain, demo."""
+"""The `defectmine` command: fit, sweep, predict, evaluate, pretrain, demo, detectors."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from defectmine.errors import DefectmineError
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Visual inspection when defects are rare: train detectors, score images, get heatmaps and reports.",
 )
@@ -121,7 +122,7 @@ class ModelOptions:
 
 _MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
     "data": (str, typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv.")),
-    "detector": (str, typer.Option("fcdd", help="Detector name from the registry.")),
+    "detector": (str, typer.Option("fcdd", help="Detector name (`defectmine detectors` lists them).")),
     "backbone": (str, typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ...")),
     "backbone_weights": (Optional[str], typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network).")),
     "freeze_backbone": (bool, typer.Option(False, help="Keep the backbone's weights fixed and train only the head (frozen features, e.g. of --backbone-weights); default: fine-tune all.")),
@@ -134,7 +135,7 @@ _MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
     "threshold_value": (Optional[float], typer.Option(None, help="Value of the fixed rule.")),
     "split_seed": (int, typer.Option(0, help="Seed of the split when the data carries none.")),
     "device": (str, typer.Option("auto", help="auto (CUDA when present), cpu or cuda.")),
-    "param": (list[str], typer.Option([], "--param", "-p", help="Extra detector option key=value (repeatable), e.g. -p lr=0.0005.")),
+    "param": (list[str], typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="Detector option (repeatable), e.g. -p lr=0.0005; `defectmine detectors` lists every detector's options and defaults.")),
     "skip_bad": (bool, typer.Option(False, help="Skip unreadable images (and list them) instead of stopping.")),
     "quiet": (bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
 }  # fmt: skip
@@ -246,11 +247,17 @@ def sweep(
 
     Examples:
 
-      defectmine sweep --data elpv --ratios 1/16,1/32,1/64,1/128,unsupervised --seeds 0,1,2 --out runs/sweep
+    \b
+      defectmine sweep --data elpv --ratios 1/16,1/32,1/64,1/128,unsupervised \\
+          --seeds 0,1,2 --out runs/sweep
 
-      defectmine sweep --data magnetic_tile --ks 1,2,5,10,20,40,80 --seeds 0,1,2 --epochs 25
+    \b
+      defectmine sweep --data magnetic_tile --ks 1,2,5,10,20,40,80 \\
+          --seeds 0,1,2 --epochs 25
 
-      defectmine sweep --data my_images/ --ks 5,10,20 --detector fcdd --backbone resnet18 --resume
+    \b
+      defectmine sweep --data my_images/ --ks 5,10,20 --detector fcdd \\
+          --backbone resnet18 --resume
     """
     from defectmine.pipeline import run_sweep
 
@@ -335,9 +342,13 @@ def pretrain(
 
       defectmine pretrain --data magnetic_tile+elpv --out runs/ours --epochs 20
 
-      defectmine pretrain --data my_line_images/ --init-weights runs/ours --out runs/ours-line
+    \b
+      defectmine pretrain --data my_line_images/ --init-weights runs/ours \\
+          --out runs/ours-line
 
-      defectmine fit --data my_parts/ --backbone-weights runs/ours/backbone.safetensors
+    \b
+      defectmine fit --data my_parts/ \\
+          --backbone-weights runs/ours/backbone.safetensors
     """
     from defectmine.pretrain.command import pretrain_command
 
@@ -365,6 +376,16 @@ def demo(
     config = RunConfig(data="elpv", detector="fcdd", detector_params=params, k=40, quiet=quiet)
     result = fit_run(config, out, overwrite=True)  # a demo re-runs into the same folder
     print_metrics(result.metrics, result.run_dir)
+
+
+@app.command()
+@_friendly_errors
+def detectors(name: Optional[str] = typer.Argument(None, help="Only this detector, with full descriptions.")):
+    """List the registered detectors and their -p options: name, type, default and meaning."""
+    from defectmine.cli_detectors import print_detectors
+
+    flags = {field: "--" + field.replace("_", "-") for field in _MODEL_OPTIONS} | {"seed": "--seed (sweep: --seeds)"}
+    print_detectors(console, name, flags=flags)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -8,15 +8,9 @@ from defectmine.report.files import (
     write_json,
     write_scores_csv,
 )
-from defectmine.report.html import (
-    ReportImage,
-    data_uri,
-    format_value,
-    img_tag,
-    render_report,
-    table_html,
-    write_report,
-)
+from defectmine.report.gallery import ReportImage, gallery_html, mask_outline, side_by_side, tile_image, worst_errors
+from defectmine.report.html import render_report, write_report
+from defectmine.report.markup import data_uri, format_value, img_tag, table_html
 from defectmine.report.plots import (
     confusion_matrix_png,
     curve_png,
@@ -32,16 +26,21 @@ __all__ = [
     "data_uri",
     "encode_png",
     "format_value",
+    "gallery_html",
     "img_tag",
+    "mask_outline",
     "pr_curve_png",
     "read_json",
     "render_report",
     "roc_curve_png",
     "save_png",
     "score_histogram_png",
+    "side_by_side",
     "table_html",
+    "tile_image",
     "to_jsonable",
     "write_json",
     "write_report",
     "write_scores_csv",
+    "worst_errors",
 ]

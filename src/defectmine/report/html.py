@@ -7,20 +7,19 @@ alone. All text that comes from data (names, groups, metric keys, config) goes t
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from defectmine import __version__
 from defectmine.errors import ConfigError
-from defectmine.report.files import encode_png, to_jsonable
+from defectmine.report.files import to_jsonable
+from defectmine.report.gallery import ReportImage, error_sections, gallery_html, skipped_files_html, worst_errors
+from defectmine.report.markup import _esc, _flatten, _kv_table, data_uri, format_value, img_tag, page_head, table_html
 from defectmine.report.plots import (
     binary_labels,
     confusion_matrix_png,
@@ -29,120 +28,9 @@ from defectmine.report.plots import (
     score_histogram_png,
 )
 
-
-@dataclass
-class ReportImage:
-    """One gallery tile: an image with its heatmap already blended in (see ``explain.overlay``)."""
-
-    name: str
-    overlay: np.ndarray  # uint8 (H, W, 3) RGB
-    score: float
-    label: str  # "normal" / "anomalous"
-    group: str  # defect class, or "normal"
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #222; line-height: 1.4; }
-h1 { font-size: 1.6rem; margin-bottom: .2rem; }
-h2 { font-size: 1.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2rem; }
-.sub { color: #666; margin-top: 0; }
-table { border-collapse: collapse; margin: .5rem 0; font-size: .92rem; }
-th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; }
-th { background: #f5f5f5; font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.tables { display: flex; flex-wrap: wrap; gap: 2rem; align-items: flex-start; }
-.plots { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
-.plots img { max-width: 100%; border: 1px solid #eee; }
-.note { color: #8a5300; background: #fff7e6; border-left: 3px solid #f0a020; padding: .4rem .7rem; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(12rem, 1fr)); gap: .8rem; }
-.gallery figure { margin: 0; border: 1px solid #ddd; border-radius: 4px; overflow: hidden; }
-.gallery figure.anomalous { border-color: #c44e52; }
-.gallery img { width: 100%; display: block; image-rendering: pixelated; }
-.gallery figcaption { font-size: .8rem; padding: .3rem .4rem; word-break: break-all; }
-.gallery .score { font-variant-numeric: tabular-nums; font-weight: 600; }
-pre { background: #f7f7f7; padding: .8rem; overflow-x: auto; font-size: .85rem; }
-details summary { cursor: pointer; }
-"""
-
-
-def _esc(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def page_head(title: str) -> str:
-    """The opening of every defectmine page: doctype, inline CSS, the title as <h1>."""
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>\n<h1>{_esc(title)}</h1>"
-    )
-
-
-def data_uri(png: bytes) -> str:
-    """``data:image/png;base64,...`` URI of PNG bytes."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def img_tag(png: bytes, alt: str, cls: str | None = None) -> str:
-    """An ``<img>`` tag embedding PNG bytes; for building ``extra_sections`` fragments."""
-    c = f' class="{_esc(cls)}"' if cls else ""
-    return f'<img{c} src="{data_uri(png)}" alt="{_esc(alt)}">'
-
-
-def format_value(v) -> str:
-    """Human-readable metric value: None/NaN → "n/a", floats to 4 decimals (or 4 significant digits)."""
-    v = to_jsonable(v)
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if v == 0 or 1e-3 <= abs(v) < 1e4:
-            return f"{v:.4f}"
-        return f"{v:.4g}"
-    if isinstance(v, (list, dict)):
-        return json.dumps(v, ensure_ascii=False)
-    return str(v)
-
-
-def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.extend(_flatten(v, key + "."))
-        else:
-            out.append((key, v))
-    return out
-
-
-def table_html(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
-    """A plain HTML table from a list of dicts (all text escaped, numbers via ``format_value``)."""
-    if not rows:
-        return '<p class="note">no rows</p>'
-    cols = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
-    body = []
-    for r in rows:
-        body.append("<tr>" + "".join(_td(r.get(c)) for c in cols) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
-def _td(v) -> str:
-    cls = ' class="num"' if _is_number(v) or v is None else ""
-    return f"<td{cls}>{_esc(format_value(v))}</td>"
-
-
-def _kv_table(caption: str, items: list[tuple[str, object]]) -> str:
-    rows = "".join(f"<tr><th>{_esc(k)}</th>{_td(v)}</tr>" for k, v in items)
-    return f"<div><h3>{_esc(caption)}</h3><table><tbody>{rows}</tbody></table></div>"
+# Re-exported: the sweep report and callers building extra sections take them from here.
+__all__ = ["ReportImage", "data_uri", "format_value", "img_tag", "page_head", "render_report", "table_html",
+           "write_report"]
 
 
 def _find_confusion(metrics: Mapping, threshold_value, y: np.ndarray, s: np.ndarray):
@@ -164,24 +52,6 @@ def _find_confusion(metrics: Mapping, threshold_value, y: np.ndarray, s: np.ndar
     }
 
 
-def _gallery(images: Sequence[ReportImage]) -> str:
-    if not images:
-        return '<p class="note">No images selected for the gallery.</p>'
-    tiles = []
-    for im in images:
-        if not isinstance(im, ReportImage):
-            raise ConfigError(f"top_images must hold ReportImage objects, got {type(im).__name__}.")
-        label = str(im.label)
-        group = f" · {_esc(im.group)}" if str(im.group) not in ("", label) else ""
-        tiles.append(
-            f'<figure class="{"anomalous" if label == "anomalous" else "normal"}">'
-            f"{img_tag(encode_png(np.asarray(im.overlay)), alt=im.name, cls='tile')}"
-            f"<figcaption>{_esc(im.name)}<br><span class='score'>{_esc(format_value(im.score))}</span>"
-            f" · {_esc(label)}{group}</figcaption></figure>"
-        )
-    return '<div class="gallery">' + "".join(tiles) + "</div>"
-
-
 def render_report(
     *,
     title: str,
@@ -195,6 +65,9 @@ def render_report(
     pixel_metrics: Mapping | None = None,
     extra_sections: list[tuple[str, str]] | None = None,
     confusion: Mapping | None = None,
+    false_positives: list[ReportImage] | None = None,
+    false_negatives: list[ReportImage] | None = None,
+    skipped_files: list[Mapping] | None = None,
 ) -> str:
     """Render the run report as one self-contained HTML string.
 
@@ -217,6 +90,11 @@ def render_report(
             ``metrics["confusion"]`` (or ``"confusion_matrix"``, ``"cm"``, or top-level tn/fp/fn/tp
             keys), else counted from ``threshold["value"]`` with anomalous meaning
             ``score >= value``.
+        false_positives, false_negatives: tiles of the worst errors at ``threshold["value"]``
+            (see ``gallery.worst_errors``), each under its own heading with the number of such
+            errors in the whole set; an empty list says "none", None leaves the section out.
+        skipped_files: files skipped while decoding, ``{"path", "reason"}`` each; listed (with a
+            note under the title) when there are any.
 
     ROC and PR curves need both classes; with one class they are replaced by a note.
     """
@@ -241,6 +119,9 @@ def render_report(
         f'<p class="sub">{len(y)} images: {len(y) - n_anom} normal, {n_anom} anomalous '
         f"({group_txt}) · defectmine {_esc(__version__)}</p>",
     ]
+    if skipped_files:
+        parts.append(f'<p class="note">{len(skipped_files)} file(s) could not be decoded and were left out: '
+                     'see <a href="#skipped-files">Skipped files</a>.</p>')
 
     # Metrics
     tables = [_kv_table("Image metrics", _flatten(metrics))]
@@ -280,7 +161,16 @@ def render_report(
         parts.append('<p class="note">No threshold value: confusion matrix not drawn.</p>')
 
     # Gallery
-    parts += [f"<h2>Top images ({len(top_images)})</h2>", _gallery(top_images)]
+    parts += [f"<h2>Top images ({len(top_images)})</h2>", gallery_html(top_images)]
+    if false_positives is not None or false_negatives is not None:
+        errors = (0, 0)
+        if t_value is not None and math.isfinite(float(t_value)):  # how many there are, beyond those shown
+            errors = tuple(len(e) for e in worst_errors(y, s, t_value, len(s)))
+        parts += error_sections(false_positives, false_negatives, t_value, errors)
+    if skipped_files:
+        parts += [f'<h2 id="skipped-files">Skipped files ({len(skipped_files)})</h2>',
+                  '<p class="sub">Unreadable images left out of every set (--skip-bad).</p>',
+                  skipped_files_html(skipped_files)]
 
     # Config
     cfg = json.dumps(to_jsonable(config), indent=2, ensure_ascii=False)
