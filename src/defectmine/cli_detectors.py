@@ -19,21 +19,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-# Fields the config docstrings do not describe yet (TrainingConfig lists only some of its fields);
-# a docstring entry, once written, takes precedence over these.
-_UNDOCUMENTED = {
-    "freeze_backbone": "keep the backbone's weights fixed and train only the head.",
-    "epochs": "training epochs.",
-    "batch_size": "images per training batch.",
-    "lr": "learning rate of Adam (cosine schedule over the epochs).",
-    "weight_decay": "weight decay of Adam.",
-    "augment": "random horizontal and vertical flips of the training images.",
-    "score_batch_size": "images per batch when scoring.",
-    "seed": "training seed (weights, batches, synthetic anomalies).",
-    "device": "auto (CUDA when present), cpu or cuda.",
-    "quiet": "no progress output.",
-}
-
 _ENTRY = re.compile(r"^(\s*)([A-Za-z_]\w*): (.*)$")
 # A sentence ends at ". " before a capital letter, so "e.g. {...}" and "(8: ...)" stay inside.
 _SENTENCE_END = re.compile(r"(?<=\.)\s+(?=[A-Z\"'])")
@@ -113,7 +98,7 @@ def detector_options(config_class: type, *, full: bool = False) -> list[Detector
     options = []
     for f in fields(config_class):
         default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
-        meaning = described.get(f.name) or _UNDOCUMENTED.get(f.name, "")
+        meaning = described.get(f.name, "")
         meaning = meaning if full else _first_sentence(meaning)
         options.append(DetectorOption(f.name, _type_name(hints.get(f.name, f.type)), _spelled(default), meaning))
     return options

@@ -152,6 +152,16 @@ class TrainingConfig:
     anomaly_share: share of each batch that is anomalous (labelled and/or synthetic).
     eval_every: validate every n epochs (and after the last) when val has both classes, and keep
         the weights of the best validation value.
+    freeze_backbone: keep the backbone's weights fixed and train only the head.
+    epochs: training epochs.
+    batch_size: images per training batch.
+    lr: learning rate of Adam (cosine schedule over the epochs).
+    weight_decay: weight decay of Adam.
+    augment: random horizontal and vertical flips of the training images.
+    score_batch_size: images per batch when scoring.
+    seed: training seed (weights, batches, synthetic anomalies).
+    device: auto (CUDA when present), cpu or cuda.
+    quiet: no progress output.
     Subclasses name their detector in `detector_name` (for error messages), may change defaults
     and add fields.
     """
