@@ -228,3 +228,14 @@ def test_pixel_metrics_leave_out_anomalous_images_without_masks(data, tmp_path):
     unmasked = sum(row["defect_class"] == "spot" for row in test)
     assert unmasked > 0
     assert pixel["n_images_without_mask"] == unmasked and pixel["n_images"] == len(test) - unmasked
+
+
+def test_evaluate_can_draw_gradcam_heatmaps(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    result = runner.invoke(app, ["evaluate", str(copy), "--heatmap", "gradcam", "-q"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((copy / "metrics.json").read_text())
+    assert metrics["heatmap"] == "gradcam" and "pixel_auroc" in metrics["test_pixel"]
+    bad = runner.invoke(app, ["evaluate", str(copy), "--heatmap", "magic", "-q"])
+    assert bad.exit_code == 2 and "heatmap='magic' is unknown" in bad.output

@@ -300,16 +300,20 @@ def evaluate(
     threshold_k: Optional[float] = typer.Option(None),
     threshold_value: Optional[float] = typer.Option(None),
     data_root: Optional[Path] = typer.Option(None, help="Folder the run's images moved to (split.csv paths are relative to the data root recorded at fit)."),
+    heatmap: str = typer.Option("native", help="Report heatmaps: native (the detector's maps) or gradcam."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Re-score a run's validation and test images; rewrite metrics.json and report.html.
 
-    Example: defectmine evaluate runs/tiles --threshold-rule mean_std --threshold-k 3
+    \b
+    Examples:
+      defectmine evaluate runs/tiles --threshold-rule mean_std --threshold-k 3
+      defectmine evaluate runs/tiles --heatmap gradcam
     """
     from defectmine.pipeline import evaluate_run
 
     result = evaluate_run(run, threshold_rule=threshold_rule, threshold_k=threshold_k,
-                          threshold_value=threshold_value, quiet=quiet, data_root=data_root)
+                          threshold_value=threshold_value, quiet=quiet, data_root=data_root, heatmap=heatmap)
     print_metrics(result.metrics, result.run_dir)
 
 

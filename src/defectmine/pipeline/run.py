@@ -12,6 +12,7 @@ from defectmine.data import ImageDataset, Record, Split, read_manifest, write_ma
 from defectmine.errors import ConfigError, DataError
 from defectmine.models.base import Detector
 from defectmine.models.registry import load_detector
+from defectmine.models.trained import HEATMAPS
 from defectmine.pipeline.config import RunConfig, check_threshold_options
 from defectmine.pipeline.data import (
     SPLIT_FROM_RECORDS,
@@ -101,11 +102,13 @@ def fit_run(config: RunConfig, run_dir: Path, *, records: list[Record] | None = 
 
 def evaluate_run(run_dir: Path, *, threshold_rule: str | None = None, threshold_k: float | None = None,
                  threshold_value: float | None = None, quiet: bool | None = None,
-                 data_root: Path | str | None = None) -> RunResult:
+                 data_root: Path | str | None = None, heatmap: str = "native") -> RunResult:
     """Re-score a run's val/test split with its saved model and rewrite metrics.json and report.html.
 
     The model, split and config must belong together (checked by fingerprint). `data_root` re-points
     the images when the data moved (split.csv paths are relative to the run's recorded data root).
+    `heatmap="gradcam"` draws (and scores pixels with) Grad-CAM maps of the image score instead of the
+    detector's own maps.
     """
     run_dir = Path(run_dir)
     document = read_run_document(run_dir)
@@ -114,6 +117,8 @@ def evaluate_run(run_dir: Path, *, threshold_rule: str | None = None, threshold_
                  "threshold_value": threshold_value, "quiet": quiet}
     config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
     check_threshold_options(config.threshold_rule, config.threshold_k, config.threshold_value)
+    if heatmap not in HEATMAPS:
+        raise ConfigError(f"--heatmap {heatmap!r}: heatmap={heatmap!r} is unknown. Fix: use one of {', '.join(HEATMAPS)}.")
     check_run_integrity(run_dir, document)
     split = Split.from_records(read_split(run_dir, document, data_root))
     check_validation_records(split, config, str(run_dir))
@@ -122,8 +127,9 @@ def evaluate_run(run_dir: Path, *, threshold_rule: str | None = None, threshold_
     val = ImageDataset(split.val, detector.spec_, **kwargs)
     test = ImageDataset(split.test, detector.spec_, **kwargs)
     previous = _read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else {}
-    val_scores, test_scores, score_ms = score_sets(detector, val, test)
+    val_scores, test_scores, score_ms = score_sets(detector, val, test, heatmap)
     metrics = evaluate_scores(config, val, val_scores, test, test_scores)
+    metrics["heatmap"] = heatmap
     metrics["timing"] = {"fit_seconds": previous.get("timing", {}).get("fit_seconds"), "score_ms_per_image": score_ms}
     for key in ("training", "skipped_files"):
         if key in previous:

@@ -51,11 +51,16 @@ def fit_detector(detector: Detector, data: PreparedData) -> float:
     return time.perf_counter() - started
 
 
-def score_sets(detector: Detector, val: ImageDataset, test: ImageDataset) -> tuple[Scores, Scores, float]:
-    """Scores of the val and test images, and the scoring time in milliseconds per image."""
+def score_sets(detector: Detector, val: ImageDataset, test: ImageDataset,
+               heatmap: str = "native") -> tuple[Scores, Scores, float]:
+    """Scores of the val and test images, and the scoring time in milliseconds per image.
+
+    heatmap: "native" (the detector's own maps) or "gradcam" (Grad-CAM of the image score).
+    """
+    options = {} if heatmap == "native" else {"heatmap": heatmap}
     started = time.perf_counter()
-    val_scores = detector.score(val)
-    test_scores = detector.score(test) if len(test) else Scores(np.zeros(0))
+    val_scores = detector.score(val, **options)
+    test_scores = detector.score(test, **options) if len(test) else Scores(np.zeros(0))
     score_ms = 1000 * (time.perf_counter() - started) / max(len(val) + len(test), 1)
     return val_scores, test_scores, score_ms
 
