@@ -123,7 +123,7 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
-        _score_stream(detector, found, stage, summary, quantile=quantile, overlays=overlays,
+        _score_stream(detector, found, stage, summary, quantile=quantile,
                       batch_size=batch_size or getattr(detector.config, "score_batch_size", 32),
                       workers=workers, skip_bad=skip_bad, quiet=quiet)
         summary.seconds = time.perf_counter() - started
@@ -214,7 +214,7 @@ def _batches(loader, max_images: int, max_bytes: int = BATCH_BYTES):
 
 
 def _score_stream(detector: Detector, found: Listing, stage: Path, summary: PredictSummary, *, quantile: float,
-                  overlays: bool, batch_size: int, workers: int, skip_bad: bool, quiet: bool) -> None:
+                  batch_size: int, workers: int, skip_bad: bool, quiet: bool) -> None:
     """Decode, score and write batch by batch into `stage`; updates `summary`."""
     from defectmine.progress import progress_bar
 
@@ -244,6 +244,7 @@ def _score_stream(detector: Detector, found: Listing, stage: Path, summary: Pred
             good = [d for d in batch if d.model_input is not None]
             if good:
                 _score_batch(detector, good, items, writer, summary, quantile)
+            writer.flush()
             done += len(batch)
             bar.update(task, advance=len(batch), status=f"{summary.n_skipped} unreadable" if summary.n_skipped else "")
     if summary.n_scored == 0:
@@ -273,8 +274,8 @@ def _score_batch(detector: Detector, good: list, items: list, writer: "_Writer",
 
 
 class _Writer:
-    """scores.csv and skipped.csv appended row by row (flushed per row: a crash loses nothing already
-    scored), overlays written as they come."""
+    """scores.csv and skipped.csv appended row by row (flushed after each batch), overlays written as
+    they come."""
 
     def __init__(self, stage: Path, threshold: float | None, n_images: int) -> None:
         self.stage, self.threshold = stage, threshold
@@ -306,7 +307,6 @@ class _Writer:
             row["overlay"] = f"{OVERLAY_DIR}/{name}"
             self.wrote_overlays = True
         self._scores_writer.writerow(row)
-        self._scores.flush()
 
     def _open_scores(self, with_overlay: bool) -> None:
         columns = ["path", "label", "defect_class", "score"] + (["predicted"] if self.threshold is not None else [])
@@ -321,7 +321,12 @@ class _Writer:
             self._skipped_writer = csv.writer(self._skipped)
             self._skipped_writer.writerow(["path", "reason"])
         self._skipped_writer.writerow([path, reason])
-        self._skipped.flush()
+
+    def flush(self) -> None:
+        """After each batch: what is scored is on disk before the next batch is read."""
+        for f in (self._scores, self._skipped):
+            if f is not None:
+                f.flush()
 
 
 def _write_summary(path: Path, summary: PredictSummary, model_dir: Path, data: str, quantile: float) -> None:
