@@ -4,8 +4,8 @@ Writes N synthetic 128x128 grayscale PNGs (default 1,000 / 10,000 / 50,000; writ
 runs/bench/predict_memory/, never committed), fits a tiny FCDD once (1 epoch, width 8, 128 px), then
 for each N runs `defectmine predict` (overlays on, the default) in a fresh subprocess and reads its
 peak RSS (wait4's ru_maxrss of that one child). Side by side, the approach predict used before
-streaming: decode every image into an ImageDataset, then `detector.score(dataset)` of the whole set.
-A baseline size whose projected peak (a line through the smaller sizes) exceeds --baseline-max-gb is
+streaming: decode every image into an ImageDataset, then `detector.score(dataset)` of the whole set
+(no overlays), and streaming predict with --no-overlays for a like-for-like time. A baseline size whose projected peak (a line through the smaller sizes) exceeds --baseline-max-gb is
 not run and is reported as skipped, with the projection.
 
 Writes benchmarks/results/predict_memory/summary.json ({"peak_rss_mb": {"1000": ..., ...}}, streaming
@@ -40,6 +40,8 @@ IMAGE_SIZE = 128
 PER_FOLDER = 1000  # images per pool folder; an N-image data folder links N / PER_FOLDER of them
 FIT_PARAMS = {"epochs": 1, "width": 8, "batch_size": 32, "device": "cpu"}
 FLAT_WITHIN = 0.10
+STREAM, STREAM_BARE = "streaming predict", "streaming predict --no-overlays"
+BASELINE, FLOOR = "decode all, then score", "imports only (floor)"
 
 
 def _env() -> dict:
@@ -116,23 +118,30 @@ def fit_model(env: dict) -> Path:
     return run / "model"
 
 
-def streaming_row(model: Path, data: Path, n: int, env: dict) -> dict:
+def streaming_row(model: Path, data: Path, n: int, env: dict, overlays: bool = True) -> dict:
     out = WORK / f"out{n}"
     cli = "import sys; from defectmine.cli import app; sys.argv = ['defectmine', *sys.argv[1:]]; app()"
     peak, seconds, _ = _run_measured(["-c", cli, "predict", "--model", str(model), "--data", str(data),
-                                      "--out", str(out), "--overwrite", "--quiet"], env)
+                                      "--out", str(out), "--overwrite", "--quiet",
+                                      "--overlays" if overlays else "--no-overlays"], env)
     summary = json.loads((out / "predict.json").read_text())
     if summary["n_scored"] != n:
         sys.exit(f"predict scored {summary['n_scored']} of {n} images in {data}")
-    return {"mode": "streaming predict", "n": n, "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 1),
-            "images_per_second": round(n / seconds, 1), "overlays": len(list((out / "overlays").iterdir()))}
+    return {"mode": STREAM if overlays else STREAM_BARE, "n": n, "peak_rss_mb": round(peak, 1),
+            "seconds": round(seconds, 1), "images_per_second": round(n / seconds, 1),
+            "overlays": len(list((out / "overlays").iterdir())) if overlays else 0, "load_average": _load()}
 
 
 def baseline_row(model: Path, data: Path, n: int, env: dict) -> dict:
     peak, seconds, stdout = _run_measured([__file__, "--baseline-one", str(model), str(data)], env)
     scored = json.loads(stdout.strip().splitlines()[-1])["n"]
-    return {"mode": "decode all, then score", "n": n, "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 1),
-            "images_per_second": round(scored / seconds, 1)}
+    return {"mode": BASELINE, "n": n, "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 1),
+            "images_per_second": round(scored / seconds, 1), "load_average": _load()}
+
+
+def _load() -> float:
+    # Other work on the machine slows every timing down; the 1-minute load as each command ends.
+    return round(os.getloadavg()[0], 2)
 
 
 def baseline_one(model: str, data: str) -> None:
@@ -150,7 +159,7 @@ def baseline_one(model: str, data: str) -> None:
 def imports_row(env: dict) -> dict:
     code = "import torch, defectmine.cli, defectmine.pipeline.predict, defectmine.models.registry"
     peak, seconds, _ = _run_measured(["-c", code], env)
-    return {"mode": "imports only (floor)", "n": 0, "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 1)}
+    return {"mode": FLOOR, "n": 0, "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 1)}
 
 
 def projected_mb(rows: list[dict], n: int) -> float | None:
@@ -170,9 +179,11 @@ def machine() -> str:
 
 
 def table(rows: list[dict], skipped: list[dict], command: str, description: str) -> str:
-    stream = sorted((r for r in rows if r["mode"] == "streaming predict"), key=lambda r: r["n"])
-    base = {r["n"]: r for r in rows if r["mode"] == "decode all, then score"}
-    floor = next((r["peak_rss_mb"] for r in rows if r["mode"] == "imports only (floor)"), None)
+    by_mode: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        by_mode.setdefault(row["mode"], {})[row["n"]] = row
+    stream = [by_mode[STREAM][n] for n in sorted(by_mode.get(STREAM, {}))]
+    floor = by_mode.get(FLOOR, {}).get(0, {}).get("peak_rss_mb")
     lines = [
         f"Command: `{command}`  ",
         f"Date: {time.strftime('%Y-%m-%d')}; machine: {description}  ",
@@ -180,31 +191,41 @@ def table(rows: list[dict], skipped: list[dict], command: str, description: str)
         f"{FIT_PARAMS['width']}, fitted {FIT_PARAMS['epochs']} epoch on a small synthetic set (the model's size "
         "does not matter here, only how memory grows); CPU, batch 64 (the model's score_batch_size), no "
         "decoding workers; overlays on (the default). Peak RSS of each command in a fresh process (wait4 "
-        f"ru_maxrss)." + (f" Python with torch and defectmine imported and nothing run: {floor:.0f} MB." if floor else ""),
+        "ru_maxrss)." + (f" Python with torch and defectmine imported and nothing run: {floor:.0f} MB." if floor else "")
+        + " \"Before\" is what predict did until streaming (decode every image into an ImageDataset, then one "
+        "`detector.score` of the whole set), without its overlays; \"no overlays\" is streaming predict with "
+        "--no-overlays, the like-for-like time. Load: the machine's 1-minute load average as each command ended "
+        "(2 cores, shared).",
         "",
-        "| images | predict peak RSS MB | predict s | predict images/s | before: decode all, then score: peak RSS MB | s | images/s |",
-        "|---|---|---|---|---|---|---|",
+        "| images | predict: peak RSS MB | s | images/s | load | no overlays: peak RSS MB | s | before: peak RSS MB | s | images/s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     skipped_n = {s["n"]: s for s in skipped}
     for r in stream:
-        b = base.get(r["n"])
+        bare, b = by_mode.get(STREAM_BARE, {}).get(r["n"]), by_mode.get(BASELINE, {}).get(r["n"])
+        bare_cells = f"{bare['peak_rss_mb']:.0f} | {bare['seconds']:.0f}" if bare else "- | -"
         if b:
-            before = f"{b['peak_rss_mb']:.0f} | {b['seconds']:.0f} | {b['images_per_second']:.0f}"
+            before = f"{b['peak_rss_mb']:.0f} | {b['seconds']:.0f} | {b['images_per_second']:.0f} | {b['load_average']:.1f}"
         elif r["n"] in skipped_n:
-            before = f"not run (projected {skipped_n[r['n']]['projected_mb']:.0f}) | - | -"
+            before = f"not run: projected {skipped_n[r['n']]['projected_mb']:.0f} | - | - | -"
         else:
-            before = "- | - | -"
-        lines.append(f"| {r['n']:,} | {r['peak_rss_mb']:.0f} | {r['seconds']:.0f} | {r['images_per_second']:.0f} | {before} |")
+            before = "- | - | - | -"
+        lines.append(f"| {r['n']:,} | {r['peak_rss_mb']:.0f} | {r['seconds']:.0f} | {r['images_per_second']:.0f} | "
+                     f"{r['load_average']:.1f} | {bare_cells} | {before} |")
     if len(stream) >= 2:
-        first, last = stream[0], stream[-1]
-        growth = last["peak_rss_mb"] / first["peak_rss_mb"] - 1
-        verdict = "within" if growth <= FLAT_WITHIN else "NOT within"
-        lines += ["", f"Streaming predict, {first['n']:,} -> {last['n']:,} images: peak RSS {growth:+.1%} "
-                      f"({last['peak_rss_mb'] - first['peak_rss_mb']:+.0f} MB), {verdict} the {FLAT_WITHIN:.0%} target."]
-    done = sorted(base.values(), key=lambda r: r["n"])
+        peaks = [r["peak_rss_mb"] for r in stream]
+        spread = max(peaks) / min(peaks) - 1
+        verdict = "within" if spread <= FLAT_WITHIN else "NOT within"
+        lines += ["", f"Streaming predict, {stream[0]['n']:,} to {stream[-1]['n']:,} images: the largest peak RSS is "
+                      f"{spread:.1%} ({max(peaks) - min(peaks):.0f} MB) above the smallest, {verdict} the "
+                      f"{FLAT_WITHIN:.0%} target."]
+    done = [by_mode[BASELINE][n] for n in sorted(by_mode.get(BASELINE, {}))]
     if len(done) >= 2:
         slope = (done[-1]["peak_rss_mb"] - done[0]["peak_rss_mb"]) / (done[-1]["n"] - done[0]["n"])
-        lines.append(f"Before streaming, peak RSS grew by {slope:.2f} MB per image ({done[0]['n']:,} -> {done[-1]['n']:,}).")
+        not_run = ", ".join(f"{row['n']:,}" for row in skipped)
+        lines.append(f"Before streaming, peak RSS grew by {slope:.2f} MB per image ({done[0]['n']:,} to "
+                     f"{done[-1]['n']:,} images)" + (f"; {not_run} images: not run, the projected peak is above "
+                                                     "--baseline-max-gb." if skipped else "."))
     return "\n".join(lines)
 
 
@@ -232,29 +253,30 @@ def main() -> None:
     pool = WORK / "pool"
     model = fit_model(env)
     rows, skipped = [imports_row(env)], []
-    for n in sorted(args.sizes):
-        rows.append(streaming_row(model, data_folder(pool, n), n, env))
-        print(json.dumps(rows[-1]), flush=True)
-    baseline_sizes = sorted(args.sizes if args.baseline_sizes is None else args.baseline_sizes)
-    for n in baseline_sizes:
-        projected = projected_mb([r for r in rows if r["mode"] == "decode all, then score"], n)
-        if projected is not None and projected > 1024 * args.baseline_max_gb:
-            skipped.append({"mode": "decode all, then score", "n": n, "skipped": True, "projected_mb": round(projected)})
-            print(json.dumps(skipped[-1]), flush=True)
-            continue
-        rows.append(baseline_row(model, data_folder(pool, n), n, env))
-        print(json.dumps(rows[-1]), flush=True)
+    baseline_sizes = set(args.sizes if args.baseline_sizes is None else args.baseline_sizes)
+    for n in sorted(args.sizes):  # each size's commands one after the other: under about the same load
+        data = data_folder(pool, n)
+        measured = [streaming_row(model, data, n, env)]
+        if n in baseline_sizes:
+            projected = projected_mb([r for r in rows if r["mode"] == BASELINE], n)
+            if projected is not None and projected > 1024 * args.baseline_max_gb:
+                skipped.append({"mode": BASELINE, "n": n, "skipped": True, "projected_mb": round(projected)})
+            else:
+                measured += [streaming_row(model, data, n, env, overlays=False), baseline_row(model, data, n, env)]
+        rows += measured
+        for row in measured + [s for s in skipped if s["n"] == n]:
+            print(json.dumps(row), flush=True)
     description = machine()
     date = time.strftime("%Y-%m-%d")
     for row in rows + skipped:
-        row.update(machine=description, date=date, load_average=round(os.getloadavg()[0], 2))
+        row.update(machine=description, date=date)
     command = ("python benchmarks/predict_memory.py " + " ".join(sys.argv[1:])).strip()
     text = table(rows, skipped, command, description)
     print(text)
     if args.no_write:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stream = {str(r["n"]): r["peak_rss_mb"] for r in rows if r["mode"] == "streaming predict"}
+    stream = {str(r["n"]): r["peak_rss_mb"] for r in rows if r["mode"] == STREAM}
     (RESULTS / "summary.json").write_text(json.dumps({"peak_rss_mb": stream}, indent=2) + "\n")
     (RESULTS / "rows.json").write_text(json.dumps(rows + skipped, indent=2) + "\n")
     replace_section(REPO / "BENCHMARKS.md", "predict-memory", "Predict: peak memory against the number of images", text)
