@@ -273,23 +273,41 @@ def sweep(
 @_friendly_errors
 def predict(
     model: Path = typer.Option(..., "--model", "-m", help="Saved model folder (a run's model/)."),
-    data: str = typer.Option(..., "--data", "-d", help="Folder of images (any layout) or CSV manifest."),
-    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder: scores.csv and overlays/."),
+    data: str = typer.Option(..., "--data", "-d", help="Folder of images (any layout; every image in every sub-folder is scored), CSV manifest, or one image."),
+    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder: scores.csv, overlays/, skipped.csv, predict.json. Must be empty or new (see --overwrite)."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold (default: the run's, when the model sits in a run)."),
-    overlays: bool = typer.Option(True, help="Write full-resolution heatmap overlays."),
-    display_quantile: float = typer.Option(0.25, help="Heatmap display range [min, q*max]."),
-    skip_bad: bool = typer.Option(False, help="Skip unreadable images (and list them)."),
+    overlays: bool = typer.Option(True, help="Write heatmap overlays."),
+    overlay_size: int = typer.Option(2048, help="Longest side of an overlay in pixels (larger images are shown smaller)."),
+    display_quantile: Optional[float] = typer.Option(None, help="Heatmap display range [min, q*max] of the run's validation maps (or of the first batch for a bare model); default: the run's q, else 0.25."),
+    batch_size: Optional[int] = typer.Option(None, help="Images scored at once (default: the model's)."),
+    workers: int = typer.Option(0, help="Processes that decode images (0: decode in this one)."),
+    skip_bad: bool = typer.Option(False, help="Skip unreadable images: list them in skipped.csv and go on."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier predict's outputs in --out (kept until the new ones are complete)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Score a folder of images: scores.csv plus heatmap overlays.
+    """Score a folder of images: scores.csv plus heatmap overlays, in constant memory.
 
     Example: defectmine predict --model runs/tiles/model --data new_images/ --out preds/
     """
     from defectmine.pipeline import predict_folder
 
-    path = predict_folder(model, data, out, threshold=threshold, display_quantile=display_quantile,
-                          overlays=overlays, skip_bad=skip_bad, quiet=quiet)
-    console.print(f"scores: [bold]{path}[/]")
+    s = predict_folder(model, data, out, threshold=threshold, display_quantile=display_quantile,
+                       overlays=overlays, overlay_size=overlay_size, batch_size=batch_size, workers=workers,
+                       skip_bad=skip_bad, overwrite=overwrite, quiet=quiet)
+    rate = s.n_scored / s.seconds if s.seconds else float("nan")
+    console.print(f"scored [bold]{s.n_scored}[/] of {s.n_listed} image(s) in {s.seconds:.1f} s ({rate:.1f}/s)")
+    if s.threshold is not None:
+        source = "from the run" if s.threshold_source == "run" else "given"
+        console.print(f"predicted anomalous: {s.n_predicted_anomalous} (threshold {s.threshold:.4g}, {source})")
+    if s.n_skipped or s.n_duplicates:
+        parts = [f"{s.n_skipped} unreadable"] * bool(s.n_skipped) + [
+            f"{s.n_duplicates} duplicate path(s) of files scored once"] * bool(s.n_duplicates)
+        console.print(f"[yellow]not scored:[/] {', '.join(parts)} - see [bold]{escape(str(s.skipped_csv))}[/]")
+    if s.overlays is not None:
+        lo, hi = s.display_range
+        console.print(f"overlays: [bold]{escape(str(s.overlays))}[/] (display range {lo:.4g}..{hi:.4g} from the "
+                      f"{s.display_source}; longest side <= {s.overlay_max_side} px)")
+    console.print(f"scores: [bold]{escape(str(s.scores_csv))}[/]")
 
 
 @app.command()

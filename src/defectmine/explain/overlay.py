@@ -73,6 +73,7 @@ def overlay(
     *,
     alpha: float = 0.5,
     cmap: str = "jet",
+    content: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Blend a coloured heatmap over an image; returns ``uint8`` ``(H, W, 3)`` RGB.
 
@@ -83,6 +84,10 @@ def overlay(
         lo, hi: display range, usually ``display_range`` over the whole set being shown.
         alpha: heatmap weight in ``[0, 1]``; 0 returns the image, 1 the coloured heatmap.
         cmap: matplotlib colormap name.
+        content: ``(top, left, height, width)`` of the part of ``heatmap`` that shows ``image``;
+            only that part is resized onto the image. A model input letterboxed with
+            ``resize="pad"`` holds bars that are not in the image, and stretching them onto it
+            would shift and squash every hot spot. None: the whole map.
     """
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
@@ -93,12 +98,36 @@ def overlay(
         h = h[0]
     if h.ndim != 2:
         raise ConfigError(f"overlay: heatmap must be 2-D (H, W), got shape {h.shape}.")
+    if content is not None:
+        top, left, box_h, box_w = (int(v) for v in content)
+        if top < 0 or left < 0 or box_h < 1 or box_w < 1 or top + box_h > h.shape[0] or left + box_w > h.shape[1]:
+            raise ConfigError(f"overlay: content box {content} (top, left, height, width) does not lie inside "
+                              f"the {h.shape} heatmap.")
+        h = h[top:top + box_h, left:left + box_w]
     height, width = img.shape[:2]
     if h.shape != (height, width):
         h = cv2.resize(h.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     color = colorize(h, lo, hi, cmap)
     out = (1.0 - alpha) * img.astype(np.float32) + alpha * color.astype(np.float32)
     return np.rint(out).clip(0, 255).astype(np.uint8)
+
+
+def display_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """``(height, width)`` scaled down so that the longest side is at most ``max_side`` pixels,
+    aspect ratio kept (each side at least 1); sizes already within the bound are returned as they are.
+
+    Overlays of very large images are drawn at this size: a 12000 x 12000 image at full resolution
+    would need gigabytes of float and colour arrays for a picture no screen shows whole.
+    """
+    max_side = int(max_side)
+    if max_side < 1:
+        raise ConfigError(f"display_size: max_side must be >= 1 pixel, got {max_side}; e.g. 2048.")
+    height, width = int(height), int(width)
+    longest = max(height, width)
+    if longest <= max_side:
+        return height, width
+    scale = max_side / longest
+    return max(1, min(max_side, round(height * scale))), max(1, min(max_side, round(width * scale)))
 
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX

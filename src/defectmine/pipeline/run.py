@@ -168,6 +168,7 @@ def _write_outputs(folder: Path, config: RunConfig, document: dict, detector: De
     from defectmine.report.run import write_run_report, write_run_scores
 
     metrics["environment"] = environment()
+    metrics["display_range"] = validation_map_range(val_scores)
     parts = [(val, val_scores), (test, test_scores)]
     write_atomic(folder / SCORES_FILE, lambda p: write_run_scores(p, parts, metrics["threshold"]["value"]))
     report_set, report_scores = (test, test_scores) if len(test) else (val, val_scores)
@@ -177,6 +178,22 @@ def _write_outputs(folder: Path, config: RunConfig, document: dict, detector: De
         p, title=title, document=document, metrics=metrics, dataset=report_set, scores=report_scores,
         display_quantile=config.display_quantile, n_images=config.report_images))
     write_atomic(folder / METRICS_FILE, lambda p: _write_json(p, metrics))
+
+
+def validation_map_range(val_scores) -> dict | None:
+    """Minimum and maximum of the validation maps, for `predict`: it scores a stream and cannot see all
+    maps before drawing the first overlay, so it draws every overlay on [map_min, q * map_max] (the rule
+    `display_range` applies to a whole set) and overlays stay comparable across images and calls.
+    None for a detector without maps."""
+    from defectmine.explain import display_range
+
+    if val_scores.maps is None or not len(val_scores.maps):
+        return None
+    try:
+        lo, hi = display_range(val_scores.maps, 1.0)
+    except ConfigError:  # no finite value: predict falls back to its first batch
+        return None
+    return {"map_min": lo, "map_max": hi, "from": "val maps", "n_images": len(val_scores.maps)}
 
 
 def _write_json(path: Path, obj) -> None:
