@@ -339,6 +339,17 @@ def test_fit_records_the_validation_map_range_and_predict_draws_on_it(fitted_run
     assert summary.threshold == pytest.approx(metrics["threshold"]["value"]) and summary.threshold_source == "run"
 
 
+def test_predict_can_draw_gradcam_overlays(fitted_run, tmp_path):
+    result, data = fitted_run
+    summary = predict_folder(result.run_dir / "model", str(data / "normal"), tmp_path / "out", quiet=True,
+                             heatmap="gradcam")
+    assert summary.display_range == (0.0, 1.0) and "Grad-CAM" in summary.display_source
+    assert summary.n_scored == 20 and len(list((tmp_path / "out" / "overlays").iterdir())) == 20
+    with pytest.raises(ConfigError, match="--heatmap 'magic' is unknown"):
+        predict_folder(result.run_dir / "model", str(data / "normal"), tmp_path / "out2", quiet=True,
+                       heatmap="magic")
+
+
 def test_a_model_whose_weights_are_not_the_runs_is_refused(fitted_run, tmp_path):
     import shutil
 

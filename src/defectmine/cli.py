@@ -283,6 +283,7 @@ def predict(
     workers: int = typer.Option(0, help="Processes that decode images (0: decode in this one)."),
     skip_bad: bool = typer.Option(False, help="Skip unreadable images: list them in skipped.csv and go on."),
     overwrite: bool = typer.Option(False, help="Replace an earlier predict's outputs in --out (kept until the new ones are complete)."),
+    heatmap: str = typer.Option("native", help="Overlay heatmaps: native (the detector's maps) or gradcam."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Score a folder of images: scores.csv plus heatmap overlays, in constant memory.
@@ -293,7 +294,7 @@ def predict(
 
     s = predict_folder(model, data, out, threshold=threshold, display_quantile=display_quantile,
                        overlays=overlays, overlay_size=overlay_size, batch_size=batch_size, workers=workers,
-                       skip_bad=skip_bad, overwrite=overwrite, quiet=quiet)
+                       skip_bad=skip_bad, overwrite=overwrite, quiet=quiet, heatmap=heatmap)
     rate = s.n_scored / s.seconds if s.seconds else float("nan")
     console.print(f"scored [bold]{s.n_scored}[/] of {s.n_listed} image(s) in {s.seconds:.1f} s ({rate:.1f}/s)")
     if s.threshold is not None:

@@ -156,8 +156,9 @@ def to_gray(pixels: np.ndarray) -> np.ndarray:
     )
 
 
-def _geometry(height: int, width: int, spec: ImageSpec) -> tuple[int, int, int, int]:
-    """(new_height, new_width, top, left) of the resized content inside the spec.size canvas."""
+def content_geometry(height: int, width: int, spec: ImageSpec) -> tuple[int, int, int, int]:
+    """(new_height, new_width, top, left) of an image's resized content inside the spec.size canvas
+    (with resize="pad", the box that holds the image; the rest is letterbox)."""
     out_h, out_w = spec.size
     if spec.resize == "stretch":
         return out_h, out_w, 0, 0
@@ -169,7 +170,7 @@ def _geometry(height: int, width: int, spec: ImageSpec) -> tuple[int, int, int, 
 
 def enlarges(height: int, width: int, spec: ImageSpec) -> bool:
     """True if `prepare_image` enlarges an image of this size (bilinear upsampling adds no detail)."""
-    new_h, new_w, _, _ = _geometry(height, width, spec)
+    new_h, new_w, _, _ = content_geometry(height, width, spec)
     return new_h > height or new_w > width
 
 
@@ -197,7 +198,7 @@ def prepare_image(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
     if spec.channels == 1 and pixels.ndim == 3:
         pixels = to_gray(pixels)
     height, width = pixels.shape[:2]
-    new_h, new_w, top, left = _geometry(height, width, spec)
+    new_h, new_w, top, left = content_geometry(height, width, spec)
     if (new_h, new_w) != (height, width):
         interp = cv2.INTER_LINEAR if enlarges(height, width, spec) else cv2.INTER_AREA
         pixels = cv2.resize(np.ascontiguousarray(pixels), (new_w, new_h), interpolation=interp)
@@ -226,7 +227,7 @@ def prepare_mask(mask: np.ndarray, spec: ImageSpec) -> np.ndarray:
     if not (is_bool or np.issubdtype(mask.dtype, np.integer)):
         raise DataError(f"prepare_mask got a {mask.dtype} mask. Fix: pass a bool mask or integer class indices.")
     height, width = mask.shape
-    new_h, new_w, top, left = _geometry(height, width, spec)
+    new_h, new_w, top, left = content_geometry(height, width, spec)
     m = mask.astype(np.uint8) if is_bool else mask
     if (new_h, new_w) != (height, width):
         # OpenCV resizes 8/16/32-bit integers; wider class indices go through int32 and back.

@@ -39,6 +39,7 @@ from defectmine.data._messages import MAX_LISTED, listing
 from defectmine.errors import ConfigError, DataError
 from defectmine.models.base import Detector
 from defectmine.models.registry import load_detector
+from defectmine.models.trained import HEATMAPS
 from defectmine.pipeline.predict_inputs import DecodedFiles, Listing, as_is, list_inputs
 from defectmine.pipeline.run_folder import METRICS_FILE, MODEL_DIR, RUN_CONFIG, SCORES_FILE, WEIGHTS_FILE, file_sha256
 
@@ -81,7 +82,8 @@ class PredictSummary:
 def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: float | None = None,
                    display_quantile: float | None = None, overlays: bool = True,
                    overlay_size: int = OVERLAY_SIDE, batch_size: int | None = None, workers: int = 0,
-                   skip_bad: bool = False, overwrite: bool = False, quiet: bool = False) -> PredictSummary:
+                   skip_bad: bool = False, overwrite: bool = False, quiet: bool = False,
+                   heatmap: str = "native") -> PredictSummary:
     """Score every image of a folder (any layout), CSV manifest or single image with a saved model.
 
     Writes scores.csv (path, label, defect_class, score, predicted when a threshold is known, overlay),
@@ -96,10 +98,14 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
         holding one, with one error naming them, and write nothing.
     overwrite: replace the outputs of an earlier predict in `out_dir` (a non-empty `out_dir` is
         refused without it); other files there are left alone.
+    heatmap: "native" (the detector's own maps) or "gradcam" (Grad-CAM of the image score, each map
+        scaled to [0, 1], so the display range is [0, 1]).
     """
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_options(overlay_size, batch_size, workers, display_quantile)
+    if heatmap not in HEATMAPS:
+        raise ConfigError(f"--heatmap {heatmap!r} is unknown. Fix: use one of {', '.join(HEATMAPS)}.")
     _check_out_folder(out_dir, overwrite)
     detector = load_detector(model_dir)
     run = _run_context(model_dir)
@@ -114,7 +120,9 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
     summary = PredictSummary(out_dir=out_dir, scores_csv=out_dir / SCORES_FILE, n_listed=len(found.items),
                              n_duplicates=len(found.duplicates), threshold=threshold,
                              threshold_source=threshold_source, overlay_max_side=overlay_size if overlays else None)
-    if run.get("map_range") is not None:
+    if heatmap == "gradcam":
+        summary.display_range, summary.display_source = (0.0, 1.0), "Grad-CAM maps, each in [0, 1]"
+    elif run.get("map_range") is not None:
         summary.display_range = _range(np.asarray(run["map_range"], dtype=np.float64), quantile)
         summary.display_source = "run validation maps"
     created = not out_dir.exists()
@@ -123,7 +131,7 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
-        _score_stream(detector, found, stage, summary, quantile=quantile,
+        _score_stream(detector, found, stage, summary, quantile=quantile, heatmap=heatmap,
                       batch_size=batch_size or getattr(detector.config, "score_batch_size", 32),
                       workers=workers, skip_bad=skip_bad, quiet=quiet)
         summary.seconds = time.perf_counter() - started
@@ -214,7 +222,7 @@ def _batches(loader, max_images: int, max_bytes: int = BATCH_BYTES):
 
 
 def _score_stream(detector: Detector, found: Listing, stage: Path, summary: PredictSummary, *, quantile: float,
-                  batch_size: int, workers: int, skip_bad: bool, quiet: bool) -> None:
+                  batch_size: int, workers: int, skip_bad: bool, quiet: bool, heatmap: str = "native") -> None:
     """Decode, score and write batch by batch into `stage`; updates `summary`."""
     from defectmine.progress import progress_bar
 
@@ -243,7 +251,7 @@ def _score_stream(detector: Detector, found: Listing, stage: Path, summary: Pred
                     writer.unreadable.append(f"{items[d.index].path}: {d.reason}")
             good = [d for d in batch if d.model_input is not None]
             if good:
-                _score_batch(detector, good, items, writer, summary, quantile)
+                _score_batch(detector, good, items, writer, summary, quantile, heatmap)
             writer.flush()
             done += len(batch)
             bar.update(task, advance=len(batch), status=f"{summary.n_skipped} unreadable" if summary.n_skipped else "")
@@ -254,11 +262,11 @@ def _score_stream(detector: Detector, found: Listing, stage: Path, summary: Pred
 
 
 def _score_batch(detector: Detector, good: list, items: list, writer: "_Writer", summary: PredictSummary,
-                 quantile: float) -> None:
+                 quantile: float, heatmap: str = "native") -> None:
     from defectmine.explain import overlay
 
     pixels = torch.from_numpy(np.stack([d.model_input for d in good]))
-    scores = detector.score(pixels)
+    scores = detector.score(pixels, **({} if heatmap == "native" else {"heatmap": heatmap}))
     maps = scores.maps
     if maps is not None and summary.display_range is None:
         summary.display_range, summary.display_source = _range(maps, quantile), "first batch"

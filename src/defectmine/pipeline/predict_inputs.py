@@ -25,14 +25,18 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from defectmine.data import read_manifest
-from defectmine.data.images import IMAGE_SUFFIXES, ImageSpec, UnreadableFileError, prepare_image, read_image
+from defectmine.data.folder import is_hidden
+from defectmine.data.images import (
+    IMAGE_SUFFIXES,
+    ImageSpec,
+    UnreadableFileError,
+    content_geometry,
+    prepare_image,
+    read_image,
+)
 from defectmine.data.records import ANOMALOUS, NORMAL
 from defectmine.errors import DataError
 from defectmine.explain.overlay import display_size
-
-# The geometry prepare_image used for the model input: the letterbox of resize="pad" is cropped off a
-# heatmap with it. Private in data/images.py (owned by the data package); a public name would be better.
-from defectmine.data.images import _geometry as input_geometry  # noqa: E402
 
 UNLABELLED = "unlabelled"
 MASKS = "masks"
@@ -53,13 +57,6 @@ class Listing:
 
     items: list[PredictInput]
     duplicates: list[tuple[str, str]]  # (path, the listed path of the same real file)
-
-
-def _is_hidden(name: str) -> bool:
-    # Private for now: a shared `is_hidden` may land in data/folder.py.
-    # ".ipynb_checkpoints", "._a.png" (macOS resource forks), ".git" and "__MACOSX" (zip metadata)
-    # are copies or metadata, never images to inspect.
-    return name.startswith(".") or name == "__MACOSX"
 
 
 def list_inputs(data: str | Path, *, exclude: Path | None = None) -> Listing:
@@ -104,7 +101,7 @@ def _walk(folder: str, skip: set[str], ancestors: frozenset[str]):
     except OSError as err:
         raise DataError(f"{folder}: cannot list this folder ({err.strerror}). Fix: check its permissions.") from None
     for entry in entries:
-        if _is_hidden(entry.name):
+        if is_hidden(entry.name):
             continue
         if entry.is_dir():
             real = os.path.realpath(entry.path)
@@ -175,7 +172,7 @@ class DecodedFiles(Dataset):
         except DataError as err:  # pixels no model input can be made of
             return Decoded(index, reason=str(err))
         height, width = pixels.shape[:2]
-        new_h, new_w, top, left = input_geometry(height, width, self.spec)
+        new_h, new_w, top, left = content_geometry(height, width, self.spec)
         display = None
         if self.display_side is not None:
             size = display_size(height, width, self.display_side)
