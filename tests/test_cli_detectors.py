@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from defectmine.cli import app
-from defectmine.cli_detectors import detector_options
+from defectmine.cli.detectors import detector_options
 from defectmine.models.fcdd import FCDDConfig
 from defectmine.models.registry import DETECTORS
 

@@ -14,10 +14,15 @@ import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, fields
+from typing import Optional
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from defectmine.cli.app import app, console, friendly_errors
+from defectmine.cli.options import MODEL_OPTIONS
 
 _ENTRY = re.compile(r"^(\s*)([A-Za-z_]\w*): (.*)$")
 # A sentence ends at ". " before a capital letter, so "e.g. {...}" and "(8: ...)" stay inside.
@@ -137,3 +142,11 @@ def print_detectors(console: Console, name: str | None = None, *, flags: dict[st
         listed = ", ".join(set_by[:-1]) + f" and {set_by[-1]}" if len(set_by) > 1 else set_by[0]
         console.print(f"In fit and sweep, {listed} set the options of the same name (with their own defaults); "
                       "-p takes precedence.", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def detectors(name: Optional[str] = typer.Argument(None, help="Only this detector, with full descriptions.")):
+    """List the registered detectors and their -p options: name, type, default and meaning."""
+    flags = {field: "--" + field.replace("_", "-") for field in MODEL_OPTIONS} | {"seed": "--seed (sweep: --seeds)"}
+    print_detectors(console, name, flags=flags)

@@ -1,170 +1,23 @@
-"""The `defectmine` command: fit, sweep, predict, evaluate, pretrain, demo, detectors."""
+"""The commands: fit, sweep, predict, evaluate, pretrain, demo."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import json
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from defectmine.errors import DefectmineError
-
-app = typer.Typer(
-    add_completion=False,
-    rich_markup_mode=None,
-    no_args_is_help=True,
-    help="Visual inspection when defects are rare: train detectors, score images, get heatmaps and reports.",
-)
-console = Console()
-err_console = Console(stderr=True)
+from defectmine.cli.app import app, console, friendly_errors
+from defectmine.cli.options import ModelOptions, split_list, with_model_options
+from defectmine.cli.output import print_metrics, print_sweep
 
 DEMO_DETECTOR_PARAMS = {"epochs": 25, "width": 8, "lr": 1e-3, "batch_size": 32}
 
 
-def _friendly_errors(func):
-    """Show our own errors as one red line (file and fix), not a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except DefectmineError as err:
-            # soft_wrap: paths in messages must stay whole (copyable); escape: they may hold [brackets]
-            err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
-            raise typer.Exit(code=2) from None
-
-    return wrapper
-
-
-def _parse_params(items: list[str]) -> dict:
-    """--param key=value pairs; values are parsed as JSON when they can be (numbers, true, null)."""
-    from defectmine.errors import ConfigError
-
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--param {item!r}: expected key=value, e.g. --param epochs=10.")
-        key, value = item.split("=", 1)
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
-
-
-def print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
-    """A table of the test (or val) metrics, and where the report is."""
-    part = "test" if metrics.get("test") else "val"
-    table = Table(title=f"{part} metrics (threshold: {metrics['threshold']['rule']} = {metrics['threshold']['value']:.4g})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in ("auroc", "auprc", "f1", "precision", "recall", "accuracy"):
-        value = metrics[part].get(key)
-        table.add_row(key, "n/a" if value is None else f"{value:.3f}")
-    for key, value in (metrics.get("test_pixel") or {}).items():
-        if isinstance(value, float):
-            table.add_row(f"pixel {key}", f"{value:.3f}")
-    timing = metrics.get("timing", {})
-    if timing.get("fit_seconds") is not None:
-        table.add_row("fit seconds", f"{timing['fit_seconds']:.1f}")
-    table.add_row("score ms/image", f"{timing.get('score_ms_per_image', float('nan')):.2f}")
-    console.print(table)
-    if run_dir is not None:
-        console.print(f"report: [bold]{Path(run_dir) / 'report.html'}[/]")
-
-
-@dataclass
-class ModelOptions:
-    """The options `fit` and `sweep` share (data, detector and its parameters, images, threshold); one
-    list, so that both commands offer the same model options with the same defaults and help."""
-
-    data: str
-    detector: str
-    backbone: str
-    backbone_weights: Optional[str]
-    freeze_backbone: bool
-    epochs: int
-    image_size: int
-    channels: int
-    resize: str
-    threshold_rule: str
-    threshold_k: float
-    threshold_value: Optional[float]
-    split_seed: int
-    device: str
-    param: list[str]
-    skip_bad: bool
-    quiet: bool
-
-    def run_config(self, **run):
-        """A RunConfig from these options; `run` adds the command's own fields (k, ratio, seed)."""
-        from defectmine.pipeline import RunConfig
-
-        params = {"backbone": self.backbone, "backbone_weights": self.backbone_weights, "epochs": self.epochs,
-                  "device": self.device}
-        if self.freeze_backbone:  # only when asked: a detector without a backbone has no such option
-            params["freeze_backbone"] = True
-        params.update(_parse_params(self.param))
-        return RunConfig(
-            data=self.data, detector=self.detector, detector_params=params, image_size=self.image_size,
-            channels=self.channels, resize=self.resize, split_seed=self.split_seed, threshold_rule=self.threshold_rule,
-            threshold_k=self.threshold_k, threshold_value=self.threshold_value, skip_bad=self.skip_bad,
-            quiet=self.quiet, **run,
-        )
-
-
-_MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
-    "data": (str, typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv.")),
-    "detector": (str, typer.Option("fcdd", help="Detector name (`defectmine detectors` lists them).")),
-    "backbone": (str, typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ...")),
-    "backbone_weights": (Optional[str], typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network).")),
-    "freeze_backbone": (bool, typer.Option(False, help="Keep the backbone's weights fixed and train only the head (frozen features, e.g. of --backbone-weights); default: fine-tune all.")),
-    "epochs": (int, typer.Option(25, help="Training epochs.")),
-    "image_size": (int, typer.Option(128, help="Images are resized to SIZE x SIZE.")),
-    "channels": (int, typer.Option(1, help="1 (grayscale) or 3 (RGB).")),
-    "resize": (str, typer.Option("stretch", help="'stretch' or 'pad' (keep aspect ratio).")),
-    "threshold_rule": (str, typer.Option("max_f1", help="max_f1 (on val), mean_std (val normals), or fixed.")),
-    "threshold_k": (float, typer.Option(3.0, help="k of the mean_std rule.")),
-    "threshold_value": (Optional[float], typer.Option(None, help="Value of the fixed rule.")),
-    "split_seed": (int, typer.Option(0, help="Seed of the split when the data carries none.")),
-    "device": (str, typer.Option("auto", help="auto (CUDA when present), cpu or cuda.")),
-    "param": (list[str], typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="Detector option (repeatable), e.g. -p lr=0.0005; `defectmine detectors` lists every detector's options and defaults.")),
-    "skip_bad": (bool, typer.Option(False, help="Skip unreadable images (and list them) instead of stopping.")),
-    "quiet": (bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
-}  # fmt: skip
-assert list(_MODEL_OPTIONS) == [f.name for f in fields(ModelOptions)]
-
-
-def _with_model_options(func):
-    """Give a command the shared model options: its `options: ModelOptions` parameter is replaced, in
-    the command line, by one option per field, and the command receives them gathered."""
-    signature = inspect.signature(func, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "options"]
-    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-              for name, (kind, option) in _MODEL_OPTIONS.items()]
-    keyword_own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-
-    @functools.wraps(func)
-    def wrapper(**kwargs):
-        options = ModelOptions(**{name: kwargs.pop(name) for name in _MODEL_OPTIONS})
-        return func(options=options, **kwargs)
-
-    # data first (as before), then the command's own options, then the shared model options
-    wrapper.__signature__ = signature.replace(parameters=shared[:1] + keyword_own + shared[1:])
-    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
-    return wrapper
-
-
 @app.command()
-@_friendly_errors
-@_with_model_options
+@friendly_errors
+@with_model_options
 def fit(
     options: ModelOptions,
     out: Path = typer.Option(Path("runs/fit"), "--out", "-o", help="Run directory to write."),
@@ -189,49 +42,9 @@ def fit(
     print_metrics(result.metrics, result.run_dir)
 
 
-def _split_list(text: str | None, option: str, cast=str) -> list | None:
-    """A comma-separated option value as a list (None when the option is absent)."""
-    from defectmine.errors import ConfigError
-
-    if text is None:
-        return None
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return [cast(item) for item in items]
-    except ValueError:
-        bad = next(item for item in items if not _castable(item, cast))
-        raise ConfigError(f"{option}: {bad!r} is not a whole number; pass a comma-separated list such as "
-                          f"{option} {'0,1,2' if option == '--seeds' else '1,2,5,10,20,40,80'}.") from None
-
-
-def _castable(item: str, cast) -> bool:
-    try:
-        cast(item)
-    except ValueError:
-        return False
-    return True
-
-
-def print_sweep(result) -> None:
-    """The sweep's summary table, its recommendation and where its files are."""
-    from defectmine.report.sweep import display_rows
-
-    rows = display_rows(result.summary)
-    # the columns that fit 80 characters; the report and sweep.csv have all of them
-    columns = ["point", "anomalies", "AUROC", "F1", "phase"]
-    table = Table(title=f"mining sweep ({len(result.rows)} fits; test metrics, mean ± std over seeds)")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("point", "phase") else "right", no_wrap=column != "phase")
-    for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
-    console.print(table)
-    console.print(f"[bold]recommendation:[/] {escape(result.recommendation)}", soft_wrap=True)
-    console.print(f"report: [bold]{result.files['report']}[/]")
-
-
 @app.command()
-@_friendly_errors
-@_with_model_options
+@friendly_errors
+@with_model_options
 def sweep(
     options: ModelOptions,
     ratios: Optional[str] = typer.Option(None, help="Positive ratios, comma-separated (deeper-FCDD protocol): 1/1,1/2,...,1/128,unsupervised."),
@@ -262,15 +75,15 @@ def sweep(
     from defectmine.pipeline import run_sweep
 
     result = run_sweep(
-        options.run_config(), ratios=_split_list(ratios, "--ratios"), ks=_split_list(ks, "--ks", int),
-        seeds=_split_list(seeds, "--seeds", int), out_dir=out, tolerance=tolerance, resume=resume,
+        options.run_config(), ratios=split_list(ratios, "--ratios"), ks=split_list(ks, "--ks", int),
+        seeds=split_list(seeds, "--seeds", int), out_dir=out, tolerance=tolerance, resume=resume,
         quiet=options.quiet,
     )
     print_sweep(result)
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def predict(
     model: Path = typer.Option(..., "--model", "-m", help="Saved model folder (a run's model/)."),
     data: str = typer.Option(..., "--data", "-d", help="Folder of images (any layout; every image in every sub-folder is scored), CSV manifest, or one image."),
@@ -312,7 +125,7 @@ def predict(
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory written by `defectmine fit`."),
     threshold_rule: Optional[str] = typer.Option(None, help="Override: max_f1, mean_std or fixed."),
@@ -337,7 +150,7 @@ def evaluate(
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def pretrain(
     data: str = typer.Option(..., "--data", "-d", help="Folder of images (any layout), CSV manifest, built-in set, or several joined by '+' (magnetic_tile+elpv)."),
     out: Path = typer.Option(Path("runs/pretrain"), "--out", "-o", help="Output folder: backbone.safetensors, pretrain.json, checkpoint/."),
@@ -385,7 +198,7 @@ def pretrain(
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory to write."),
     epochs: int = typer.Option(DEMO_DETECTOR_PARAMS["epochs"], help="Training epochs."),
@@ -399,17 +212,3 @@ def demo(
     config = RunConfig(data="elpv", detector="fcdd", detector_params=params, k=40, quiet=quiet)
     result = fit_run(config, out, overwrite=True)  # a demo re-runs into the same folder
     print_metrics(result.metrics, result.run_dir)
-
-
-@app.command()
-@_friendly_errors
-def detectors(name: Optional[str] = typer.Argument(None, help="Only this detector, with full descriptions.")):
-    """List the registered detectors and their -p options: name, type, default and meaning."""
-    from defectmine.cli_detectors import print_detectors
-
-    flags = {field: "--" + field.replace("_", "-") for field in _MODEL_OPTIONS} | {"seed": "--seed (sweep: --seeds)"}
-    print_detectors(console, name, flags=flags)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
