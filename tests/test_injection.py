@@ -1,10 +1,12 @@
 """Dynamic Label Injection: the defect pool, inject (eq. 5) and the segmenter hook, on tiny arrays."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from defectmine.data import CropTransform, DefectPool, DynamicLabelInjection, defect_pool, inject
+from defectmine.data import CropTransform, DefectPool, DynamicLabelInjection, ImageDataset, ImageSpec
+from defectmine.data import defect_pool, inject, scan_folder
 from defectmine.data.blending import poisson_paste
 from defectmine.errors import ConfigError, DataError
 
@@ -208,16 +210,21 @@ def test_poisson_handles_tiny_images_and_crops_larger_than_the_target():
         assert all(d.method in ("poisson", "cutpaste") for d in info)
 
 
-def test_poisson_paste_never_addresses_pixels_outside_the_image():
-    target = _texture(1, 3, 10)[0].transpose(1, 2, 0)
-    pixels = np.full((9, 9, 3), 250, np.uint8)
-    mask = np.zeros((9, 9), bool)
-    mask[2:7, 2:7] = True
-    for top, left in [(-6, -6), (5, 5), (-2, 6), (0, 0)]:  # hanging over every corner
-        result = poisson_paste(target, pixels, mask, top, left, flag=1)
+def test_poisson_labels_exactly_the_defect_inside_and_never_addresses_pixels_outside_the_image():
+    target = _texture(1, 3, 20)[0].transpose(1, 2, 0)
+    pixels = np.full((15, 15, 3), 100, np.uint8)
+    mask = np.zeros((15, 15), bool)
+    mask[5:10, 6:9] = True
+    pixels[mask] = 250
+    out, label = poisson_paste(target, pixels, mask, 2, 3, flag=cv2.MIXED_CLONE)
+    expected = np.zeros((20, 20), bool)
+    expected[7:12, 9:12] = True  # the mask moved by (2, 3): every defect pixel, nothing else
+    assert np.array_equal(label, expected) and out[label].mean() > 200
+    for top, left in [(-10, -10), (12, 12), (-4, 14), (14, -9)]:  # hanging over every corner
+        result = poisson_paste(target, pixels, mask, top, left, flag=cv2.NORMAL_CLONE)
         if result is not None:
             out, label = result
-            assert out.shape == target.shape and label.shape == target.shape[:2]
+            assert out.shape == target.shape and label.shape == target.shape[:2] and label.any()
 
 
 # --- errors and the hook ----------------------------------------------------------------------------
@@ -264,3 +271,18 @@ def test_hook_on_torch_tensors():
         DynamicLabelInjection(pool, classes=(1, 3))
     with pytest.raises(DataError, match="uint8"):
         augment(images.float(), masks, torch.Generator())
+
+
+def test_hook_on_numpy_and_a_pool_from_an_image_dataset(synthetic_folder):
+    """The intended path: pool from a training ImageDataset, hook on a batch of its items."""
+    train = ImageDataset(scan_folder(synthetic_folder), ImageSpec(size=(32, 32), channels=1))
+    pool = defect_pool(train.raw_images(), train.class_masks(), train.classes)
+    assert pool.classes == ("background", "scratch", "spot") and min(pool.counts[1:]) >= 1
+    augment = DynamicLabelInjection(pool, keep_clean=0.25)
+    normal = np.flatnonzero(train.labels == 0)[:8]
+    images, masks = train.raw_images()[normal].numpy(), train.class_masks()[normal]
+    out_images, out_masks, info = augment.apply(images, masks, np.random.default_rng(0))
+    assert isinstance(out_images, np.ndarray) and len(info) == 6  # 8 clean images, 2 kept
+    assert sorted(np.unique(out_masks).tolist()) == [0, 1, 2]
+    defective = np.ones_like(masks)
+    assert augment(images, defective, 0)[1] is defective

@@ -94,13 +94,8 @@ def transform_crop(
     pixels: np.ndarray, mask: np.ndarray, transform: CropTransform, rng: np.random.Generator, fit: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """A randomly flipped, rotated and scaled copy of a crop (HxWxC uint8) and its defect mask (HxW bool),
-    trimmed to the defect plus a few pixels of context. The defect is scaled down further when it
-    would not fit `fit` = (height, width) of the target image."""
-    pad = _CONTEXT  # replicated border: context for Poisson even when the defect touched the crop's edge
-    pixels = cv2.copyMakeBorder(pixels, pad, pad, pad, pad, cv2.BORDER_REPLICATE).reshape(
-        mask.shape[0] + 2 * pad, mask.shape[1] + 2 * pad, pixels.shape[2]
-    )
-    mask = np.pad(mask, pad)
+    with `_CONTEXT` pixels of context around the defect. The defect is scaled down further when it
+    would not fit `fit` = (height, width)."""
     flips = rng.random(2) < 0.5
     if transform.flip and flips[0]:
         pixels, mask = pixels[:, ::-1], mask[:, ::-1]
@@ -115,10 +110,16 @@ def transform_crop(
         if dh <= fit[0] and dw <= fit[1]:
             break
         scale *= 0.98 * min(fit[0] / dh, fit[1] / dw)
+    # Poisson needs this context around the defect, also where the defect touched the crop's edge or
+    # a strong zoom-out shrank the crop's margin: replicate the edge pixels where the crop ran out.
+    pad = _CONTEXT
+    out = cv2.copyMakeBorder(out, pad, pad, pad, pad, cv2.BORDER_REPLICATE).reshape(
+        out.shape[0] + 2 * pad, out.shape[1] + 2 * pad, out.shape[2] if out.ndim == 3 else 1
+    )
+    out_mask = np.pad(out_mask, pad)
     top, left, dh, dw = _bbox(out_mask)
-    y0, x0 = max(0, top - _CONTEXT), max(0, left - _CONTEXT)
-    y1, x1 = min(out_mask.shape[0], top + dh + _CONTEXT), min(out_mask.shape[1], left + dw + _CONTEXT)
-    return out[y0:y1, x0:x1], out_mask[y0:y1, x0:x1]
+    window = slice(top - pad, top + dh + pad), slice(left - pad, left + dw + pad)
+    return out[window], out_mask[window]
 
 
 def place(mask: np.ndarray, image_size: tuple[int, int], rng: np.random.Generator, inset: int = 0) -> tuple[int, int]:
@@ -200,15 +201,27 @@ def poisson_paste(
 
 
 def paste(
-    target: np.ndarray, pixels: np.ndarray, mask: np.ndarray, method: str, rng: np.random.Generator
+    target: np.ndarray,
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    method: str,
+    transform: CropTransform,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Place a transformed crop at random and blend it with `method` (a key of BLENDS).
+    """Transform a crop (HxWxC uint8, defect mask HxW bool), place it at random in `target` (HxWxC
+    uint8) and blend it with `method` (a key of BLENDS).
 
-    Returns (new image HxWxC uint8, label bool HxW, method used): "cutpaste" when a Poisson blend
-    had no room (tiny image, defect at the border), so the label always matches what was pasted.
+    Returns (new image, label bool HxW, method used): "cutpaste" when a Poisson blend had no room
+    (an image only a few pixels wide), so that the label always matches what was pasted.
     """
     flag = BLENDS[method]
-    top, left = place(mask, target.shape[:2], rng, POISSON_INSET if flag is not None else 0)
+    inset = POISSON_INSET if flag is not None else 0
+    height, width = target.shape[:2]
+    # A Poisson paste labels only the defect pixels at least `inset` from the border: scale the
+    # defect to fit inside that frame when the image has one.
+    fit = (height - 2 * inset, width - 2 * inset) if min(height, width) > 2 * inset + 2 else (height, width)
+    pixels, mask = transform_crop(pixels, mask, transform, rng, fit)
+    top, left = place(mask, target.shape[:2], rng, inset)
     if flag is not None:
         result = poisson_paste(target, pixels, mask, top, left, flag)
         if result is not None:

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from defectmine.data.blending import BLENDS, METHODS, CropTransform, paste, transform_crop
+from defectmine.data.blending import BLENDS, METHODS, CropTransform, paste
 from defectmine.data.masks import check_classes
 from defectmine.errors import ConfigError, DataError
 
@@ -281,7 +281,6 @@ def inject(
     fill = np.sort(rng.permutation(clean)[n_keep:])
     counts = class_counts(masks, len(pool.classes))
     done: list[Injection] = []
-    height, width = images.shape[2:]
     if len(fill):
         _check_can_fill(pool, candidates)
     order = np.asarray(candidates, dtype=np.int64)
@@ -292,8 +291,8 @@ def inject(
         k = int(rng.integers(len(crops)))
         method = str(methods[int(rng.integers(len(methods)))])
         crop = crops[k]
-        pixels, mask = transform_crop(crop.pixels.transpose(1, 2, 0), crop.mask, transform, rng, (height, width))
-        new, label, used = paste(images[i].transpose(1, 2, 0), pixels, mask, method, rng)
+        target, pixels = images[i].transpose(1, 2, 0), crop.pixels.transpose(1, 2, 0)  # OpenCV's H, W, C
+        new, label, used = paste(target, pixels, crop.mask, method, transform, rng)
         out_images[i] = new.transpose(2, 0, 1)
         out_masks[i][label] = c
         counts[c] += 1
@@ -334,10 +333,12 @@ class DynamicLabelInjection:
     """The segmenters' `augment_batch(images, masks, generator) -> (images, masks)` hook: `inject`
     with fixed settings, on torch tensors (any device) or numpy arrays.
 
-    Call it on the raw uint8 images (B, C, H, W) and int class masks (B, H, W) of a training batch,
-    before normalising; results come back as the input's type, dtype and device. A batch without
-    defect-free images is returned as it is (the same objects, no copy). Settings are checked here,
-    before training starts; an empty pool is refused unless keep_clean=1.
+    Call it on the raw uint8 images (B, C, H, W) and integer class masks (B, H, W) of a training
+    batch, before normalising; results come back as the images' type (torch: the inputs' dtypes and
+    devices). A batch without defect-free images is returned as it is (the same objects, no copy).
+    `generator`: a torch.Generator (a numpy Generator is seeded from its stream, so that a seeded
+    training loop repeats), a numpy Generator, or an int seed. Settings are checked here, before training starts;
+    a pool without the crops to fill a batch is refused unless keep_clean=1.
     """
 
     def __init__(
@@ -357,7 +358,7 @@ class DynamicLabelInjection:
             for c in candidates:
                 _needed_crops(pool, c)
         self.pool, self.methods, self.keep_clean = pool, methods, keep_clean
-        self.transform, self.classes = transform, classes
+        self.transform, self.classes = transform, None if classes is None else candidates
 
     def __repr__(self) -> str:
         return f"DynamicLabelInjection({self.pool!r}, methods={self.methods!r}, keep_clean={self.keep_clean})"
@@ -367,8 +368,12 @@ class DynamicLabelInjection:
         as_torch = isinstance(images, torch.Tensor) and isinstance(masks, torch.Tensor)
         if as_torch:
             _check_tensors(images, masks)
-            if bool((masks.flatten(1) != 0).any(1).all()):  # nothing to fill: skip the copies to the CPU
-                return images, masks, ()
+            defective = (masks.flatten(1) != 0).any(1).all()
+        else:
+            _check_batch(_numpy(images, "images"), _numpy(masks, "masks"), len(self.pool.classes))
+            defective = masks.reshape(len(masks), -1).any(1).all()
+        if bool(defective):  # nothing to fill: no copies (to the CPU and back)
+            return images, masks, ()
         new_images, new_masks, info = inject(
             _numpy(images, "images"), _numpy(masks, "masks"), self.pool, _numpy_rng(generator),
             methods=self.methods, keep_clean=self.keep_clean, transform=self.transform, classes=self.classes,
