@@ -240,6 +240,8 @@ def test_clear_errors():
         inject(images, masks, _pool(), np.random.default_rng(0), classes=(3,))
     with pytest.raises(ConfigError, match="methods"):
         inject(images, masks, _pool(), np.random.default_rng(0), methods=("blur",))
+    with pytest.raises(ConfigError, match="classes="):
+        inject(images, masks, _pool(), np.random.default_rng(0), classes=("blob",))
     with pytest.raises(ConfigError, match="keep_clean"):
         inject(images, masks, _pool(), np.random.default_rng(0), keep_clean=1.5)
     with pytest.raises(DataError, match=r"\(N, C, H, W\)"):

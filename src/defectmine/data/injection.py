@@ -199,10 +199,13 @@ def _check_options(
         raise ConfigError(f"keep_clean={keep_clean!r}: use a share in [0, 1].")
     if classes is None:  # every class the pool can supply
         return methods, tuple(c for c in range(1, len(pool.classes)) if pool.crops[c])
-    classes = tuple(int(c) for c in classes)
+    given = classes
+    indices = all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in given)
+    classes = tuple(int(c) for c in given) if indices else ()
     if not classes or len(set(classes)) != len(classes) or not all(1 <= c < len(pool.classes) for c in classes):
         raise ConfigError(
-            f"classes={classes!r}: use distinct defect class indices in 1..{len(pool.classes) - 1} of {pool.classes!r}."
+            f"classes={given!r}: use distinct defect class indices in 1..{len(pool.classes) - 1} "
+            f"of {pool.classes!r}."
         )
     return methods, classes
 
