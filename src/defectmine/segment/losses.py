@@ -70,7 +70,9 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
     return logits.float(), one_hot(target, logits.shape[1])
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, per_image: bool = False, smooth: float = 1.0) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, per_image: bool = False, smooth: float = 1.0
+) -> torch.Tensor:
     """Soft Dice loss 1 - (2 sum p m + smooth) / (sum p + sum m + smooth), p = sigmoid(logits).
 
     per_image False: sums over the whole batch and every class (equation 7). True: one Dice per
