@@ -1,5 +1,6 @@
-"""The one training loop for every gradient-trained detector, and what they share around it: batch
-mixing of normal, labelled and synthetic anomalous images, and model selection on validation data."""
+"""The one training loop for every gradient-trained detector and segmenter, and what they share around
+it: batch mixing of normal, labelled and synthetic anomalous images, the optimiser recipe, and model
+selection on validation data."""
 
 from __future__ import annotations
 
@@ -139,6 +140,35 @@ def train_epochs(
     return history
 
 
+def adam_cosine(
+    network: nn.Module, *, lr: float, weight_decay: float, epochs: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam over the trainable parameters with a cosine schedule over `epochs`: the one optimiser
+    recipe of every gradient-trained detector and segmenter."""
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+
+
+def select_on_val(
+    network: nn.Module, best: BestState, validate: Callable[[], float] | None, *, every: int, epochs: int,
+    metric: str,
+) -> Callable[[int, float], str | None]:
+    """The `on_epoch_end` of `train_epochs` for model selection: calls `validate()` every `every`
+    epochs and after the last one, keeps the weights of its highest value in `best`, and returns the
+    progress-bar status (`metric` names the value). With `validate` None it does nothing."""
+
+    def on_epoch_end(epoch: int, loss: float) -> str | None:
+        last = epoch + 1 == epochs
+        if validate is None or not ((epoch + 1) % every == 0 or last):
+            return None
+        value = validate()
+        best.update(network, value, epoch)
+        return f"val {metric} {value:.3f} (best {best.value:.3f})"
+
+    return on_epoch_end
+
+
 @dataclass
 class TrainingConfig:
     """Hyperparameters every gradient-trained image detector shares; `fit_network` reads them.
@@ -274,19 +304,9 @@ def fit_network(
                 pixels = random_flips(pixels, generator)
             yield normalise(pixels, spec).contiguous(memory_format=torch.channels_last), labels
 
-    params = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    optimizer, scheduler = adam_cosine(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
     best = BestState()
-
-    def on_epoch_end(epoch: int, loss: float) -> str | None:
-        last = epoch + 1 == cfg.epochs
-        if validate is None or not ((epoch + 1) % cfg.eval_every == 0 or last):
-            return None
-        value = validate()
-        best.update(network, value, epoch)
-        return f"val {metric} {value:.3f} (best {best.value:.3f})"
-
+    on_epoch_end = select_on_val(network, best, validate, every=cfg.eval_every, epochs=cfg.epochs, metric=metric)
     mixing = n_anomalous or synthetic != "none"
     history = train_epochs(
         network, loss_fn, batches, optimizer, cfg.epochs, scheduler=scheduler,
