@@ -6,6 +6,7 @@ Detectors produce scores; everything that turns scores into decisions and number
 from defectmine.evaluation.aggregate import aggregate, format_mean_std
 from defectmine.evaluation.metrics import UndefinedMetricWarning, image_metrics, pr_points, roc_points
 from defectmine.evaluation.pixel import pixel_metrics, pixel_metrics_where, pixel_threshold_max_dice
+from defectmine.evaluation.segmentation import segmentation_metrics, segmentation_threshold_on_val
 from defectmine.evaluation.selection import check_val_only, validation_value
 from defectmine.evaluation.split_metrics import evaluate_split, threshold_on_val
 from defectmine.evaluation.thresholds import (
@@ -35,6 +36,8 @@ __all__ = [
     "pixel_threshold_max_dice",
     "pr_points",
     "roc_points",
+    "segmentation_metrics",
+    "segmentation_threshold_on_val",
     "threshold_on_val",
     "validation_value",
 ]

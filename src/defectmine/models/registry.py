@@ -31,6 +31,9 @@ def load_detector(path: Path) -> Detector:
     DataError naming the file (see `Detector.load`)."""
     document = read_model_document(Path(path))
     name = document.get("detector", "")
+    if "segmenter" in document:
+        raise DataError(f"{Path(path) / CONFIG_FILE}: holds the segmenter {document['segmenter']!r}, not a detector. "
+                        "Fix: use `defectmine segment predict` (or defectmine.segment.load_segmenter).")
     if name not in DETECTORS:
         raise DataError(f"{Path(path) / CONFIG_FILE}: unknown detector {name!r} (known: {', '.join(DETECTORS)}). "
                         "Fix: load it with the defectmine version that saved it.")
