@@ -22,6 +22,8 @@ from defectmine.pipeline.data import (
 from defectmine.pipeline.predict import predict_folder
 from defectmine.pipeline.run import RunResult, evaluate_run, fit_run, load_run_config
 from defectmine.pipeline.runinfo import environment
+from defectmine.pipeline.segment_predict import predict_segment_folder
+from defectmine.pipeline.segment_run import SegmentConfig, evaluate_segment_run, fit_segment_run
 from defectmine.pipeline.steps import (
     Outcome,
     create_detector,
@@ -37,20 +39,24 @@ __all__ = [
     "PreparedData",
     "RunConfig",
     "RunResult",
+    "SegmentConfig",
     "build_datasets",
     "check_threshold_options",
     "create_detector",
     "environment",
     "evaluate_run",
     "evaluate_scores",
+    "evaluate_segment_run",
     "fit_and_evaluate",
     "fit_detector",
     "fit_run",
+    "fit_segment_run",
     "list_images",
     "load_records",
     "load_run_config",
     "merge_sweep_rows",
     "predict_folder",
+    "predict_segment_folder",
     "prepare_data",
     "run_sweep",
     "score_sets",

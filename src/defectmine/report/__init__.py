@@ -11,6 +11,7 @@ from defectmine.report.files import (
 from defectmine.report.gallery import ReportImage, gallery_html, mask_outline, side_by_side, tile_image, worst_errors
 from defectmine.report.html import render_report, write_report
 from defectmine.report.markup import data_uri, format_value, img_tag, table_html
+from defectmine.report.segment import class_overlay, palette_png, save_palette_png, write_segment_report
 from defectmine.report.plots import (
     confusion_matrix_png,
     curve_png,
@@ -21,6 +22,7 @@ from defectmine.report.plots import (
 
 __all__ = [
     "ReportImage",
+    "class_overlay",
     "confusion_matrix_png",
     "curve_png",
     "data_uri",
@@ -29,10 +31,12 @@ __all__ = [
     "gallery_html",
     "img_tag",
     "mask_outline",
+    "palette_png",
     "pr_curve_png",
     "read_json",
     "render_report",
     "roc_curve_png",
+    "save_palette_png",
     "save_png",
     "score_histogram_png",
     "side_by_side",
@@ -42,5 +46,6 @@ __all__ = [
     "write_json",
     "write_report",
     "write_scores_csv",
+    "write_segment_report",
     "worst_errors",
 ]
