@@ -149,3 +149,14 @@ def test_segment_evaluate_refuses_a_detection_run(tmp_path):
 
     (tmp_path / RUN_CONFIG).write_text(json.dumps({"run": {"data": "x"}}))
     _one_line_error(_invoke("segment", "evaluate", tmp_path), "defectmine evaluate")
+
+
+def test_detection_evaluate_points_a_segmentation_run_to_segment_evaluate(tmp_path):
+    from defectmine.errors import ConfigError
+    from defectmine.pipeline import evaluate_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"task": "segment", "run": {"data": "x"}}')
+    with pytest.raises(ConfigError, match="segment evaluate"):
+        evaluate_run(run, quiet=True)

@@ -108,7 +108,7 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
         raise ConfigError(f"--heatmap {heatmap!r} is unknown. Fix: use one of {', '.join(HEATMAPS)}.")
     _check_out_folder(out_dir, overwrite)
     detector = load_detector(model_dir)
-    run = _run_context(model_dir)
+    run = run_context(model_dir)
     if threshold is not None:
         threshold, threshold_source = float(threshold), "--threshold"
     elif run.get("threshold") is not None:
@@ -169,7 +169,7 @@ def _check_out_folder(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def _run_context(model_dir: Path) -> dict:
+def run_context(model_dir: Path) -> dict:
     """What the run holding `model_dir` says about predicting: threshold, display quantile and the
     range of its validation maps. {} for a bare model folder; an error when the model in the folder is
     not the one the run fitted (its threshold and range would belong to another model)."""
@@ -208,7 +208,7 @@ def _range(maps, quantile: float) -> tuple[float, float]:
     return display_range(maps, quantile)
 
 
-def _batches(loader, max_images: int, max_bytes: int = BATCH_BYTES):
+def stream_batches(loader, max_images: int, max_bytes: int = BATCH_BYTES):
     """Lists of Decoded items: `max_images` of them, or fewer once they hold `max_bytes`."""
     batch, held = [], 0
     for item in loader:
@@ -234,7 +234,7 @@ def _score_stream(detector: Detector, found: Listing, stage: Path, summary: Pred
             writer.skip(path, f"same file as {first} (a symlink or second path to it); scored once, there")
         task = bar.add_task("scoring images", total=len(items), status="")
         done = 0
-        for batch in _batches(loader, batch_size):
+        for batch in stream_batches(loader, batch_size):
             bad = [d for d in batch if d.model_input is None]
             if bad and not skip_bad:
                 lines = [f"{items[d.index].path}: {d.reason}" for d in bad]

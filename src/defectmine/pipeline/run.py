@@ -112,6 +112,8 @@ def evaluate_run(run_dir: Path, *, threshold_rule: str | None = None, threshold_
     """
     run_dir = Path(run_dir)
     document = read_run_document(run_dir)
+    if document.get("task") == "segment":
+        raise ConfigError(f"{run_dir}: a segmentation run. Fix: re-evaluate it with `defectmine segment evaluate {run_dir}`.")
     config = load_run_config(run_dir, document)
     overrides = {"threshold_rule": threshold_rule, "threshold_k": threshold_k,
                  "threshold_value": threshold_value, "quiet": quiet}

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from defectmine.errors import ConfigError, DataError
-from defectmine.pipeline.predict import _batches, _run_context
+from defectmine.pipeline.predict import run_context, stream_batches
 from defectmine.pipeline.predict_inputs import DecodedFiles, as_is, list_inputs
 from defectmine.pipeline.run_folder import SCORES_FILE, check_out_folder, staged_folder, write_atomic
 from defectmine.pipeline.segment_run import IMAGE_SCORE, image_row
@@ -62,7 +62,7 @@ def predict_segment_folder(model_dir: Path, data: str, out_dir: Path, *, probabi
         raise ConfigError(f"--batch-size {batch_size}: must be at least 1, e.g. 32.")
     check_out_folder(out_dir, overwrite)
     segmenter = load_segmenter(model_dir)
-    run = _run_context(model_dir)  # also refuses weights that are not the run's
+    run = run_context(model_dir)  # also refuses weights that are not the run's
     summary = SegmentPredictSummary(out_dir=out_dir, pixel_threshold=segmenter.threshold_)
     summary.image_threshold = run.get("threshold") if run.get("threshold") is not None else segmenter.threshold_
     found = list_inputs(data, exclude=out_dir)
@@ -72,7 +72,7 @@ def predict_segment_folder(model_dir: Path, data: str, out_dir: Path, *, probabi
     rows = []
     with staged_folder(out_dir) as stage, progress_bar(quiet, True) as bar:
         task = bar.add_task("segmenting images", total=len(found.items), status="")
-        for batch in _batches(loader, batch_size or segmenter.config.predict_batch_size):
+        for batch in stream_batches(loader, batch_size or segmenter.config.predict_batch_size):
             bad = [f"{found.items[d.index].path}: {d.reason}" for d in batch if d.model_input is None]
             if bad:
                 raise DataError(f"{len(bad)} image(s) could not be read: {'; '.join(bad[:5])}. "
