@@ -10,7 +10,6 @@ from defectmine.data import ImageDataset, ImageSpec, scan_folder, write_syntheti
 from defectmine.data.images import normalise
 from defectmine.errors import ConfigError
 from defectmine.evaluation import selection
-from defectmine.models import classifier as classifier_module
 from defectmine.models import losses
 from defectmine.models.registry import create, load_detector
 

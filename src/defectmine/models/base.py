@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +18,7 @@ from defectmine.core.results import Scores
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError, DataError, NotFittedError
-from defectmine.models.params import check_param_types
+from defectmine.models.params import build_config
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -61,14 +61,7 @@ class Detector(ABC):
     Config: ClassVar[type]
 
     def __init__(self, **params: Any):
-        known = {f.name for f in fields(self.Config)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(
-                f"{self.name}: unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}."
-            )
-        check_param_types(self.name, self.Config, params)
-        self.config = self.Config(**params)
+        self.config = build_config(self.name, self.Config, params)
         self.network_: nn.Module | None = None
         self.spec_: ImageSpec | None = None
 

@@ -3,7 +3,6 @@ metrics.json and report.html, and any run can be re-evaluated or re-reported fro
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path

@@ -17,7 +17,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,7 +44,7 @@ from defectmine.models.base import (
     resolve_device,
     seed_everything,
 )
-from defectmine.models.params import check_param_types
+from defectmine.models.params import build_config
 from defectmine.models.training import BestState, adam_cosine, select_on_val, train_epochs
 from defectmine.segment.config import SegmenterConfig
 from defectmine.segment.sampling import TrainingPool, segmentation_batches
@@ -70,14 +70,7 @@ class Segmenter(ABC):
     Config: ClassVar[type[SegmenterConfig]]
 
     def __init__(self, **params: Any):
-        known = {f.name for f in fields(self.Config)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(
-                f"{self.name}: unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}."
-            )
-        check_param_types(self.name, self.Config, params)
-        self.config = self.Config(**params)
+        self.config = build_config(self.name, self.Config, params)
         self.network_: nn.Module | None = None
         self.spec_: ImageSpec | None = None
         self.classes_: tuple[str, ...] | None = None
