@@ -3,11 +3,10 @@ metrics.json and report.html, and any run can be re-evaluated or re-reported fro
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from defectmine.data import ImageDataset, Record, Split, read_manifest, write_manifest
+from defectmine.data import ImageDataset, Record, Split, read_manifest
 from defectmine.errors import ConfigError, DataError
 from defectmine.models.base import Detector
 from defectmine.models.registry import load_detector
@@ -17,7 +16,6 @@ from defectmine.pipeline.data import (
     SPLIT_FROM_RECORDS,
     build_datasets,
     check_validation_records,
-    data_root,
     dataset_options,
     load_records,
     resolved_data,
@@ -33,12 +31,10 @@ from defectmine.pipeline.run_folder import (
     RUN_CONFIG,
     SCORES_FILE,
     SPLIT_FILE,
-    WEIGHTS_FILE,
     check_out_folder,
     check_run_integrity,
-    file_sha256,
     read_run_document,
-    run_fingerprint,
+    record_run,
     staged_folder,
     write_atomic,
 )
@@ -72,26 +68,13 @@ def fit_run(config: RunConfig, run_dir: Path, *, records: list[Record] | None = 
     config = replace(config, split_seed=None if source == SPLIT_FROM_RECORDS else config.split_seed)
     data = build_datasets(split, training_anomalies(split, config), config)
 
-    root = data_root(split.to_records())
     with staged_folder(run_dir) as stage:
-        write_manifest(data.split.to_records(), stage / SPLIT_FILE, root=root)
-        settings = {**asdict(config), "data": resolved_data(config.data)}
-        split_sha = file_sha256(stage / SPLIT_FILE)
-        fingerprint = run_fingerprint(settings, split_sha)
+        record = record_run(stage, data.split.to_records(), {**asdict(config), "data": resolved_data(config.data)})
         outcome = fit_and_evaluate(config, data, detector)
-        detector.save(stage / MODEL_DIR, metadata={"run_fingerprint": fingerprint})
-        document = {
-            "run": settings,
-            "split_source": source,
-            "data_root": str(root),
-            "detector": {"name": detector.name, "config": detector.get_config()},
-            "spec": config.spec.to_dict(),
-            "environment": environment(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "integrity": {"fingerprint": fingerprint, "split_sha256": split_sha,
-                          "weights_sha256": file_sha256(stage / MODEL_DIR / WEIGHTS_FILE)},
-        }
-        _write_json(stage / RUN_CONFIG, document)
+        record.save_model(detector)
+        document = record.write_document(
+            split_source=source, detector={"name": detector.name, "config": detector.get_config()},
+            spec=config.spec.to_dict())
         metrics = outcome.metrics
         metrics["skipped_files"] = skipped_files(data)
         _write_outputs(stage, config, document, detector, metrics, data.val, outcome.val_scores, data.test,

@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from defectmine.errors import ConfigError, DataError
@@ -72,6 +74,50 @@ def staged_folder(run_dir: Path):
         os.replace(run_dir, old)
     os.replace(stage, run_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class RunRecord:
+    """What identifies a run being written into `stage`: its settings, split file and fingerprint."""
+
+    stage: Path
+    settings: dict
+    data_root: Path
+    split_sha256: str
+    fingerprint: str
+
+    def save_model(self, model) -> None:
+        """Save a detector or segmenter into model/, marked with this run's fingerprint."""
+        model.save(self.stage / MODEL_DIR, metadata={"run_fingerprint": self.fingerprint})
+
+    def write_document(self, **parts) -> dict:
+        """Write config.json: the settings, data root, `parts` (model, spec, split source, ...), versions,
+        time, and the integrity record (fingerprint, split and weights hashes; after `save_model`)."""
+        from defectmine.pipeline.runinfo import environment
+        from defectmine.report.files import write_json
+
+        document = {
+            "run": self.settings,
+            "data_root": str(self.data_root),
+            **parts,
+            "environment": environment(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "integrity": {"fingerprint": self.fingerprint, "split_sha256": self.split_sha256,
+                          "weights_sha256": file_sha256(self.stage / MODEL_DIR / WEIGHTS_FILE)},
+        }
+        write_json(self.stage / RUN_CONFIG, document)
+        return document
+
+
+def record_run(stage: Path, records, settings: dict) -> RunRecord:
+    """Write split.csv into `stage` (paths relative to the records' data root) and fingerprint the run."""
+    from defectmine.data import write_manifest
+    from defectmine.pipeline.data import data_root
+
+    root = data_root(records)
+    write_manifest(records, Path(stage) / SPLIT_FILE, root=root)
+    split_sha = file_sha256(Path(stage) / SPLIT_FILE)
+    return RunRecord(Path(stage), settings, root, split_sha, run_fingerprint(settings, split_sha))
 
 
 def write_atomic(path: Path, write) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from defectmine.core.results import ClassMaps
-from defectmine.data import ImageDataset, Record, Split, write_manifest
+from defectmine.data import ImageDataset, Record, Split
 from defectmine.errors import ConfigError, DataError
 from defectmine.evaluation.segmentation import segmentation_metrics
 from defectmine.evaluation.split_metrics import evaluate_split
@@ -25,7 +25,6 @@ from defectmine.pipeline.config import RunConfig
 from defectmine.pipeline.data import (
     SPLIT_FROM_RECORDS,
     check_validation_records,
-    data_root,
     dataset_options,
     load_records,
     resolved_data,
@@ -39,13 +38,10 @@ from defectmine.pipeline.run_folder import (
     REPORT_FILE,
     RUN_CONFIG,
     SCORES_FILE,
-    SPLIT_FILE,
-    WEIGHTS_FILE,
     check_out_folder,
     check_run_integrity,
-    file_sha256,
     read_run_document,
-    run_fingerprint,
+    record_run,
     staged_folder,
     write_atomic,
 )
@@ -176,29 +172,15 @@ def fit_segment_run(config: SegmentConfig, run_dir: Path, *, records: list[Recor
     test = ImageDataset(split.test, spec, **kwargs)
     hook = injection_hook(config, train)
 
-    root = data_root(split.to_records())
     with staged_folder(run_dir) as stage:
-        write_manifest(split.to_records(), stage / SPLIT_FILE, root=root)
-        settings = {**asdict(config), "data": resolved_data(config.data)}
-        split_sha = file_sha256(stage / SPLIT_FILE)
-        fingerprint = run_fingerprint(settings, split_sha)
+        record = record_run(stage, split.to_records(), {**asdict(config), "data": resolved_data(config.data)})
         started = time.perf_counter()
         segmenter.fit(train, val=val, augment_batch=hook)
         fit_seconds = time.perf_counter() - started
-        segmenter.save(stage / MODEL_DIR, metadata={"run_fingerprint": fingerprint})
-        document = {
-            "task": TASK,
-            "run": settings,
-            "split_source": source,
-            "data_root": str(root),
-            "segmenter": {"name": segmenter.name, "config": segmenter.get_config()},
-            "spec": spec.to_dict(),
-            "environment": environment(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "integrity": {"fingerprint": fingerprint, "split_sha256": split_sha,
-                          "weights_sha256": file_sha256(stage / MODEL_DIR / WEIGHTS_FILE)},
-        }
-        _write_json(stage / RUN_CONFIG, document)
+        record.save_model(segmenter)
+        document = record.write_document(
+            task=TASK, split_source=source, segmenter={"name": segmenter.name, "config": segmenter.get_config()},
+            spec=spec.to_dict())
         metrics, maps = score_and_evaluate(segmenter, val, test)
         metrics["timing"]["fit_seconds"] = fit_seconds
         metrics["training"] = {
