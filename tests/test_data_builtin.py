@@ -147,3 +147,15 @@ def test_elpv_fixed_split_carries_meta():
     for r in records:
         assert r.meta == by_path[r.path].meta and r.defect_class == by_path[r.path].defect_class
     assert np.isclose(records[0].meta["probability"], 1.0)
+
+
+@pytest.mark.realdata
+def test_segmentation_splits_are_built_in():
+    from defectmine.data import Split, fixed_split
+
+    split = Split.from_records(fixed_split("magnetic_tile_seg_s0"))
+    counts = split.counts()
+    assert counts["train"] == 666 and counts["train_anomalous"] == 273
+    assert (counts["val_normal"], counts["val_anomalous"]) == (96, 41)
+    assert (counts["test_normal"], counts["test_anomalous"]) == (190, 78)
+    assert all(r.mask is not None and r.mask.is_file() for r in split.train_anomalous)

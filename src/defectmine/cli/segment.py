@@ -25,7 +25,7 @@ app.add_typer(segment_app, name="segment")
 @segment_app.command("fit")
 @friendly_errors
 def fit(
-    data: str = typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest with mask and split columns, or magnetic_tile."),
+    data: str = typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest with mask and split columns, or a built-in split: magnetic_tile_seg_s0 ... _s4 (the DLI protocol), magnetic_tile."),
     out: Path = typer.Option(Path("runs/segment"), "--out", "-o", help="Run directory to write."),
     encoder: str = typer.Option("resnet18", help="resnet18, mobileone_s1, resnest50d (the DLI paper's) or cnn."),
     loss: str = typer.Option("bce_dice", help="bce_dice, bce, focal, balanced or weighted_ce."),
@@ -48,7 +48,7 @@ def fit(
 
       defectmine segment fit --data my_images/ --out runs/seg --encoder mobileone_s1
 
-      defectmine segment fit --data magnetic_tile --loss focal --epochs 50 --out runs/mt
+      defectmine segment fit --data magnetic_tile_seg_s0 --loss focal --epochs 50 --out runs/mt
     """
     from defectmine.pipeline.segment_run import SegmentConfig, fit_segment_run
 

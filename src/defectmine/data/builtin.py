@@ -151,8 +151,12 @@ def elpv(root: Path | str | None = None) -> list[Record]:
     return records
 
 
-BUILTIN_SETS: dict[str, Callable[..., list[Record]]] = {"magnetic_tile": magnetic_tile, "elpv": elpv}
-_ROOTS: dict[str, Callable[[], Path]] = {"magnetic_tile": magnetic_tile_root, "elpv": elpv_root}
+#: The Dynamic Label Injection protocol's Magnetic Tile splits (one per seed; shared/splits/README.md).
+SEGMENTATION_SPLITS = tuple(f"magnetic_tile_seg_s{seed}" for seed in range(5))
+BUILTIN_SETS: dict[str, Callable[..., list[Record]]] = {
+    "magnetic_tile": magnetic_tile, "elpv": elpv, **dict.fromkeys(SEGMENTATION_SPLITS, magnetic_tile)}
+_ROOTS: dict[str, Callable[[], Path]] = {
+    "magnetic_tile": magnetic_tile_root, "elpv": elpv_root, **dict.fromkeys(SEGMENTATION_SPLITS, magnetic_tile_root)}
 
 
 def fixed_split(name: str) -> list[Record]:
