@@ -160,3 +160,21 @@ def test_detection_evaluate_points_a_segmentation_run_to_segment_evaluate(tmp_pa
     (run / "config.json").write_text('{"task": "segment", "run": {"data": "x"}}')
     with pytest.raises(ConfigError, match="segment evaluate"):
         evaluate_run(run, quiet=True)
+
+
+def test_predict_stops_on_an_unreadable_image_unless_skip_bad(fitted, tmp_path):
+    root, data, _ = fitted
+    images = tmp_path / "images"
+    shutil.copytree(data / "normal", images)
+    (images / "broken.png").write_bytes(b"not a png")
+    stopped = _invoke("segment", "predict", "--model", root / "run" / "model", "--data", images,
+                      "--out", tmp_path / "a", "-q")
+    assert stopped.exit_code == 2 and "broken.png" in stopped.output and "--skip-bad" in stopped.output
+    assert not (tmp_path / "a").exists()
+    skipped = _invoke("segment", "predict", "--model", root / "run" / "model", "--data", images,
+                      "--out", tmp_path / "b", "--skip-bad", "-q")
+    assert skipped.exit_code == 0, skipped.output
+    with open(tmp_path / "b" / "skipped.csv") as f:
+        assert [row["path"].endswith("broken.png") for row in csv.DictReader(f)] == [True]
+    with open(tmp_path / "b" / "scores.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(list((data / "normal").iterdir()))

@@ -69,6 +69,7 @@ def predict(
     probabilities: bool = typer.Option(False, help="Also write per-class probability maps (probabilities/*.npy, float16)."),
     batch_size: Optional[int] = typer.Option(None, help="Images segmented at once (default: the model's)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out (kept until the new outputs are complete)."),
+    skip_bad: bool = typer.Option(False, help="Skip unreadable images: list them in skipped.csv and go on."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Segment a folder of images: class-index masks (palette PNGs), overlays and per-class areas.
@@ -78,7 +79,9 @@ def predict(
     from defectmine.pipeline.segment_predict import predict_segment_folder
 
     s = predict_segment_folder(model, data, out, probabilities=probabilities, batch_size=batch_size,
-                               overwrite=overwrite, quiet=quiet)
+                               overwrite=overwrite, skip_bad=skip_bad, quiet=quiet)
+    if s.n_skipped:
+        console.print(f"[yellow]not segmented:[/] {s.n_skipped} file(s) - see [bold]{escape(str(s.out_dir / 'skipped.csv'))}[/]")
     console.print(f"segmented [bold]{s.n_images}[/] image(s) in {s.seconds:.1f} s; with a defect: "
                   f"{s.n_with_defects} (image threshold {s.image_threshold:.4g}, pixel threshold {s.pixel_threshold:.4g})")
     console.print(f"masks, overlays and scores.csv: [bold]{escape(str(s.out_dir))}[/]")

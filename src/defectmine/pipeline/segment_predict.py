@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from defectmine.errors import ConfigError, DataError
-from defectmine.pipeline.predict import run_context, stream_batches
+from defectmine.pipeline.predict import SKIPPED_FILE, run_context, stream_batches
 from defectmine.pipeline.predict_inputs import DecodedFiles, as_is, list_inputs
 from defectmine.pipeline.run_folder import SCORES_FILE, check_out_folder, staged_folder, write_atomic
 from defectmine.pipeline.segment_run import IMAGE_SCORE, image_row
@@ -38,13 +38,14 @@ class SegmentPredictSummary:
     out_dir: Path
     n_images: int = 0
     n_with_defects: int = 0
+    n_skipped: int = 0
     image_threshold: float | None = None
     pixel_threshold: float | None = None
     seconds: float = 0.0
 
 
 def predict_segment_folder(model_dir: Path, data: str, out_dir: Path, *, probabilities: bool = False,
-                           batch_size: int | None = None, overwrite: bool = False,
+                           batch_size: int | None = None, overwrite: bool = False, skip_bad: bool = False,
                            quiet: bool = False) -> SegmentPredictSummary:
     """Segment every image under `data` (folder in any layout, CSV manifest or one image) with a
     saved segmenter and write masks, overlays (and probability maps) and scores.csv into `out_dir`.
@@ -52,7 +53,8 @@ def predict_segment_folder(model_dir: Path, data: str, out_dir: Path, *, probabi
     The pixel threshold is the segmenter's (chosen on val at fit); the image decision ("any defect",
     image score = the largest defect-class probability) uses the run's val-chosen image threshold when
     the model sits in a segment run folder, else the pixel threshold. Unreadable images stop the
-    command with one error naming them, before anything is written.
+    command with one error naming them, and nothing is written; with `skip_bad` they are listed in
+    skipped.csv (path, reason) instead, beside the symlinked duplicates that were scored once.
     """
     from defectmine.progress import progress_bar
 
@@ -70,13 +72,20 @@ def predict_segment_folder(model_dir: Path, data: str, out_dir: Path, *, probabi
     loader = DataLoader(files, batch_size=None, shuffle=False, num_workers=0, collate_fn=as_is)
     digits = max(5, len(str(len(found.items) - 1)))
     rows = []
+    skipped = [{"path": path, "reason": f"same file as {kept}"} for path, kept in found.duplicates]
     with staged_folder(out_dir) as stage, progress_bar(quiet, True) as bar:
         task = bar.add_task("segmenting images", total=len(found.items), status="")
         for batch in stream_batches(loader, batch_size or segmenter.config.predict_batch_size):
-            bad = [f"{found.items[d.index].path}: {d.reason}" for d in batch if d.model_input is None]
-            if bad:
-                raise DataError(f"{len(bad)} image(s) could not be read: {'; '.join(bad[:5])}. "
-                                "Fix: replace or remove these files; nothing was written.")
+            bad = [d for d in batch if d.model_input is None]
+            if bad and not skip_bad:
+                named = "; ".join(f"{found.items[d.index].path}: {d.reason}" for d in bad[:5])
+                raise DataError(f"{len(bad)} image(s) could not be read: {named}. "
+                                "Fix: replace or remove these files, or pass --skip-bad; nothing was written.")
+            skipped += [{"path": found.items[d.index].path, "reason": d.reason} for d in bad]
+            bar.update(task, advance=len(bad))
+            batch = [d for d in batch if d.model_input is not None]
+            if not batch:
+                continue
             pixels = torch.from_numpy(np.stack([d.model_input for d in batch]))
             maps = segmenter.predict(pixels)
             labels = maps.class_index(segmenter.threshold_, how=IMAGE_SCORE)
@@ -90,7 +99,13 @@ def predict_segment_folder(model_dir: Path, data: str, out_dir: Path, *, probabi
                 summary.n_with_defects += int(scores[k] >= summary.image_threshold)
             summary.n_images += len(batch)
             bar.update(task, advance=len(batch))
+        if not rows:
+            raise DataError(f"none of the {len(found.items)} image(s) could be read. "
+                            "Fix: check that the paths point at image files (PNG, JPEG, BMP, TIFF).")
         write_atomic(stage / SCORES_FILE, lambda p: _write_rows(p, rows))
+        if skipped:
+            write_atomic(stage / SKIPPED_FILE, lambda p: _write_rows(p, skipped))
+    summary.n_skipped = len(skipped)
     summary.seconds = time.perf_counter() - started
     return summary
 
