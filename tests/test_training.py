@@ -1,4 +1,7 @@
+import pytest
 import torch
+
+from defectmine.errors import ConfigError
 
 from defectmine.models.training import BestState, mixed_batches, n_batches, train_epochs
 
@@ -38,3 +41,25 @@ def test_train_epochs_reduces_a_simple_loss_and_best_state_restores():
     assert not best.update(model, 0.5, 1)
     best.restore(model)
     assert torch.equal(model.weight, saved) and best.epoch == 0
+
+
+def test_early_stopping_ends_training_after_patience_checks_without_gain(monkeypatch):
+    from defectmine.data import ImageDataset, ImageSpec
+    from defectmine.models.registry import create
+
+    spec = ImageSpec(size=(16, 16), channels=1)
+    generator = torch.Generator().manual_seed(0)
+    normal = ImageDataset.from_tensor(torch.randint(0, 255, (12, 1, 16, 16), dtype=torch.uint8, generator=generator), spec)
+    val = ImageDataset.from_tensor(torch.randint(0, 255, (6, 1, 16, 16), dtype=torch.uint8, generator=generator), spec,
+                                   labels=[0, 0, 0, 1, 1, 1], split="val")
+    values = iter([0.5, 0.9, 0.8, 0.7, 0.95, 0.99, 0.99, 0.99, 0.99, 0.99])  # best at check 2, then no gain twice
+    import defectmine.models.fcdd as fcdd_module
+
+    monkeypatch.setattr(fcdd_module, "validation_value", lambda metric, val, scores: next(values))
+    detector = create("fcdd", epochs=10, eval_every=1, patience=2, width=4, batch_size=4, device="cpu", quiet=True)
+    detector.fit(normal, val=val)
+    assert detector.best_epoch_ == 1 and detector.stopped_epoch_ == 3 and len(detector.history_) == 4
+    patient = create("fcdd", epochs=4, eval_every=1, width=4, batch_size=4, device="cpu", quiet=True).fit(normal, val=val)
+    assert patient.stopped_epoch_ is None and len(patient.history_) == 4
+    with pytest.raises(ConfigError, match="patience=0"):
+        create("fcdd", patience=0)

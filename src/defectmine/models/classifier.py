@@ -149,6 +149,7 @@ class Classifier(TrainedDetector):
         )
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
+        self.stopped_epoch_ = result.stopped_epoch
         self.best_val_f1_ = result.best_value
         self.synthetic_ = result.synthetic
         network.eval()

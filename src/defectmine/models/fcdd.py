@@ -80,6 +80,7 @@ class FCDD(TrainedDetector):
         )
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
+        self.stopped_epoch_ = result.stopped_epoch
         self.synthetic_ = result.synthetic
         network.eval()
         return self

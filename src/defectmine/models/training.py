@@ -76,17 +76,24 @@ def n_batches(n_normal: int, batch_size: int, anomaly_share: float) -> int:
 
 
 class BestState:
-    """Keeps the weights of the epoch with the best validation value (model selection on val only)."""
+    """Keeps the weights of the epoch with the best validation value (model selection on val only).
+
+    `checks_since_best` counts the validations since the best one (early stopping reads it);
+    `stopped_epoch` is set when training stopped early.
+    """
 
     def __init__(self):
         self.value = -math.inf
         self.epoch: int | None = None
         self._state: dict | None = None
+        self.checks_since_best = 0
+        self.stopped_epoch: int | None = None
 
     def update(self, model: nn.Module, value: float, epoch: int) -> bool:
         if value is None or not value > self.value:
+            self.checks_since_best += 1
             return False
-        self.value, self.epoch = value, epoch
+        self.value, self.epoch, self.checks_since_best = value, epoch, 0
         self._state = copy.deepcopy(model.state_dict())
         return True
 
@@ -105,13 +112,14 @@ def train_epochs(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     steps_per_epoch: int | None = None,
     on_epoch_end: Callable[[int, float], str | None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     description: str = "training",
     quiet: bool = False,
 ) -> list[float]:
     """Run `epochs` epochs of `loss_fn(model, batch)` over `batches()`; returns the mean loss per epoch.
 
     `on_epoch_end(epoch, mean_loss)` may return a status string for the progress bar (e.g. the
-    validation AUROC).
+    validation AUROC). `should_stop()`, asked after it, ends training early when it returns True.
     """
     history: list[float] = []
     total = epochs * steps_per_epoch if steps_per_epoch else None
@@ -137,6 +145,8 @@ def train_epochs(
             history.append(sum(losses) / max(len(losses), 1))
             if on_epoch_end is not None:
                 status = on_epoch_end(epoch, history[-1]) or status
+            if should_stop is not None and should_stop():
+                break
     return history
 
 
@@ -152,11 +162,16 @@ def adam_cosine(
 
 def select_on_val(
     network: nn.Module, best: BestState, validate: Callable[[], float] | None, *, every: int, epochs: int,
-    metric: str,
+    metric: str, patience: int | None = None,
 ) -> Callable[[int, float], str | None]:
     """The `on_epoch_end` of `train_epochs` for model selection: calls `validate()` every `every`
     epochs and after the last one, keeps the weights of its highest value in `best`, and returns the
-    progress-bar status (`metric` names the value). With `validate` None it does nothing."""
+    progress-bar status (`metric` names the value). With `validate` None it does nothing.
+
+    patience: stop once this many validations in a row have not beaten the best one (sets
+    `best.stopped_epoch`; pass `lambda: best.stopped_epoch is not None` as `train_epochs`'s
+    `should_stop`). None: always train every epoch.
+    """
 
     def on_epoch_end(epoch: int, loss: float) -> str | None:
         last = epoch + 1 == epochs
@@ -164,7 +179,11 @@ def select_on_val(
             return None
         value = validate()
         best.update(network, value, epoch)
-        return f"val {metric} {value:.3f} (best {best.value:.3f})"
+        status = f"val {metric} {value:.3f} (best {best.value:.3f})"
+        if patience is not None and not last and best.checks_since_best >= patience:
+            best.stopped_epoch = epoch
+            status += f"; stopped early (no gain in {patience} checks)"
+        return status
 
     return on_epoch_end
 
@@ -182,6 +201,8 @@ class TrainingConfig:
     anomaly_share: share of each batch that is anomalous (labelled and/or synthetic).
     eval_every: validate every n epochs (and after the last) when val has both classes, and keep
         the weights of the best validation value.
+    patience: early stopping - end training once this many validations in a row have not beaten
+        the best one (None: train every epoch; the best weights are kept either way).
     freeze_backbone: keep the backbone's weights fixed and train only the head.
     epochs: training epochs.
     batch_size: images per training batch.
@@ -211,6 +232,7 @@ class TrainingConfig:
     anomaly_share: float | None = 0.25
     augment: bool = True
     eval_every: int = 5
+    patience: int | None = None
     score_batch_size: int = 64
     seed: int = 0
     device: str = "auto"
@@ -222,6 +244,8 @@ class TrainingConfig:
             raise ConfigError(f"{name}: epochs and eval_every must be >= 1 and batch_size >= 2.")
         if self.lr <= 0:
             raise ConfigError(f"{name}: lr={self.lr} must be positive.")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"{name}: patience={self.patience} must be >= 1 (validations without gain), or null.")
         resolve_synthetic(self.synthetic, 0)  # validates the name
 
 
@@ -255,6 +279,7 @@ class FitResult:
     best_epoch: int | None
     best_value: float | None
     synthetic: str
+    stopped_epoch: int | None = None
 
 
 def fit_network(
@@ -306,12 +331,15 @@ def fit_network(
 
     optimizer, scheduler = adam_cosine(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
     best = BestState()
-    on_epoch_end = select_on_val(network, best, validate, every=cfg.eval_every, epochs=cfg.epochs, metric=metric)
+    on_epoch_end = select_on_val(network, best, validate, every=cfg.eval_every, epochs=cfg.epochs, metric=metric,
+                                 patience=cfg.patience)
     mixing = n_anomalous or synthetic != "none"
     history = train_epochs(
         network, loss_fn, batches, optimizer, cfg.epochs, scheduler=scheduler,
         steps_per_epoch=n_batches(len(normal_px), cfg.batch_size, share if mixing else 0.0),
-        on_epoch_end=on_epoch_end, description=description, quiet=cfg.quiet,
+        on_epoch_end=on_epoch_end, should_stop=lambda: best.stopped_epoch is not None,
+        description=description, quiet=cfg.quiet,
     )
     best.restore(network)
-    return FitResult(history, best.epoch, best.value if best.epoch is not None else None, synthetic)
+    return FitResult(history, best.epoch, best.value if best.epoch is not None else None, synthetic,
+                     best.stopped_epoch)

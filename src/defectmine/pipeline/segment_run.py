@@ -185,7 +185,8 @@ def fit_segment_run(config: SegmentConfig, run_dir: Path, *, records: list[Recor
         metrics["timing"]["fit_seconds"] = fit_seconds
         metrics["training"] = {
             "n_normal": len(split.normal_train), "n_anomalous": len(split.train_anomalous),
-            "best_epoch": segmenter.best_epoch_, "val_metric": segmenter.val_metric_,
+            "best_epoch": segmenter.best_epoch_, "stopped_epoch": getattr(segmenter, "stopped_epoch_", None),
+            "val_metric": segmenter.val_metric_,
             "injection": repr(hook) if hook is not None else None,
         }
         metrics["skipped_files"] = [{"path": str(p), "reason": r} for ds in (train, val, test) for p, r in ds.skipped]

@@ -98,6 +98,7 @@ def fit_and_evaluate(config: RunConfig, data: PreparedData, detector: Detector |
         "n_normal": len(data.normal),
         "n_anomalous": 0 if data.anomalous is None else len(data.anomalous),
         "best_epoch": getattr(detector, "best_epoch_", None),
+        "stopped_epoch": getattr(detector, "stopped_epoch_", None),  # early stopping (patience), else None
         "synthetic": getattr(detector, "synthetic_", None),
     }
     return Outcome(detector, metrics, val_scores, test_scores, fit_seconds, score_ms)

@@ -33,6 +33,8 @@ class SegmenterConfig:
         "defective_pooled_iou" (equation 8 over the images with defects).
     eval_every: validate every n epochs (and after the last) when val has defect pixels, and keep
         the weights of the best value at the paper's threshold 0.5.
+    patience: early stopping - end training once this many validations in a row have not beaten
+        the best one (None: train every epoch).
     tune_threshold: after training, choose the threshold on val (otherwise 0.5).
     predict_batch_size: images per batch when predicting.
     seed: training seed (weights, batches, augmentation).
@@ -54,6 +56,7 @@ class SegmenterConfig:
     augment: bool = True
     selection_metric: str = "mean_iou"
     eval_every: int = 1
+    patience: int | None = None
     tune_threshold: bool = True
     predict_batch_size: int = 32
     seed: int = 0
@@ -65,6 +68,8 @@ class SegmenterConfig:
         for option, low in (("epochs", 1), ("batch_size", 2), ("eval_every", 1), ("predict_batch_size", 1)):
             if getattr(self, option) < low:
                 raise ConfigError(f"{name}: {option}={getattr(self, option)} must be >= {low}.")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"{name}: patience={self.patience} must be >= 1 (validations without gain), or null.")
         if not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"{name}: lr={self.lr} must be positive and weight_decay={self.weight_decay} >= 0.")
         if self.defect_share is not None and not 0.0 < self.defect_share < 1.0:

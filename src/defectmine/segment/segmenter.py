@@ -123,15 +123,17 @@ class Segmenter(ABC):
 
         best = BestState()
         on_epoch_end = select_on_val(self.network_, best, validate if usable_val else None, every=cfg.eval_every,
-                                     epochs=cfg.epochs, metric=cfg.selection_metric)
+                                     epochs=cfg.epochs, metric=cfg.selection_metric, patience=cfg.patience)
         self.history_ = train_epochs(
             self.network_, lambda model, batch: loss(model(batch[0]), batch[1]), batches, optimizer, cfg.epochs,
             scheduler=scheduler, steps_per_epoch=steps, on_epoch_end=on_epoch_end,
+            should_stop=lambda: best.stopped_epoch is not None,
             description=f"{self.name} ({self._summary()})", quiet=cfg.quiet,
         )
         best.restore(self.network_)
         self.network_.eval()
         self.best_epoch_ = best.epoch
+        self.stopped_epoch_ = best.stopped_epoch
         self.best_val_ = best.value if best.epoch is not None else None
         self.threshold_, self.val_metric_ = DEFAULT_THRESHOLD, None
         if usable_val:
