@@ -32,7 +32,7 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     """uint8 HxW for single-channel modes, HxWx3 for colour modes."""
     mode = im.mode
     if mode in ("1", "L"):
-        return np.asarray(im.convert("L"))
+        return np.asarray(im if mode == "L" else im.convert("L"))  # a same-mode convert would copy
     if mode in ("LA", "La"):
         return np.asarray(im.getchannel(0))
     if mode.startswith("I;16") or mode == "I":
@@ -49,7 +49,7 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
         im = im.convert("RGBA") if "transparency" in im.info else im
     if mode == "PA":
         im = im.convert("RGBA")
-    return np.asarray(im.convert("RGB"))
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
 def scale_16bit(values: np.ndarray) -> np.ndarray:
