@@ -98,6 +98,20 @@ def test_logit_inducing_loss_keeps_its_gradient_on_well_classified_anomalies():
         assert logits.grad[0, 1].item() == pytest.approx(-1.0)  # cross-entropy's would vanish
 
 
+def test_logit_inducing_loss_margin_bounds_the_anomalous_term_below():
+    # as printed, an anomaly with a huge logit gap pays an unbounded negative loss (training drifts to
+    # about -130 and heatmaps flatten); with margin m it pays at least -m and stops pushing
+    logits = torch.tensor([[0.0, 100.0]], requires_grad=True)
+    printed = classification_loss("lil", priors=[0.5, 0.5])(logits, torch.tensor([1]))
+    assert printed.item() == pytest.approx(-100.0)
+    bounded = classification_loss("lil", priors=[0.5, 0.5], margin=5.0)(logits, torch.tensor([1]))
+    bounded.backward()
+    assert bounded.item() == pytest.approx(-5.0) and logits.grad.abs().max().item() == 0.0
+    inside = torch.tensor([[0.0, 2.0]], requires_grad=True)
+    classification_loss("lil", priors=[0.5, 0.5], margin=5.0)(inside, torch.tensor([1])).backward()
+    assert inside.grad[0, 1].item() == pytest.approx(-1.0)  # below the margin: the printed gradient
+
+
 def test_logit_inducing_loss_on_normals_is_the_logit_adjusted_loss():
     normals = torch.zeros(3, dtype=torch.long)
     logits = torch.tensor([[1.0, -1.0], [0.0, 2.0], [3.0, 3.0]])
