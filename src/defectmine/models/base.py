@@ -121,23 +121,11 @@ class Detector(ABC):
         `metadata` (JSON-ready) is stored as it is in config.json, e.g. the fingerprint of the run
         that fitted this model.
         """
-        from safetensors.torch import save_file
-
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        document = {
-            "detector": self.name,
-            "defectmine_version": __version__,
-            "config": self.get_config(),
-            "spec": self.spec_.to_dict(),
-            "state": self._extra_state(),
-            "metadata": dict(metadata or {}),
-        }
-        (path / CONFIG_FILE).write_text(json.dumps(document, indent=2))
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
-        save_file(tensors, str(path / WEIGHTS_FILE))
-        return path
+        return write_model_folder(path, self.network_, {
+            "detector": self.name, "config": self.get_config(), "spec": self.spec_.to_dict(),
+            "state": self._extra_state(), "metadata": dict(metadata or {}),
+        })
 
     @classmethod
     def load(cls, path: Path) -> "Detector":
@@ -166,6 +154,19 @@ class Detector(ABC):
         detector.network_ = network.to(detector.device, memory_format=torch.channels_last).eval()
         detector._set_extra_state(document.get("state", {}))
         return detector
+
+
+def write_model_folder(path: Path, network: nn.Module, document: dict) -> Path:
+    """A model folder: config.json (`document` plus the library version) and model.safetensors (the
+    network's weights). Detectors and segmenters both save through here; nothing is pickled."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(json.dumps({**document, "defectmine_version": __version__}, indent=2))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    save_file(tensors, str(path / WEIGHTS_FILE))
+    return path
 
 
 def read_model_document(path: Path) -> dict:

@@ -13,7 +13,6 @@ rounding) and a threshold t marks a pixel as a defect when its most probable cla
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from defectmine import __version__
 from defectmine.core.results import ClassMaps
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec, normalise
@@ -43,6 +41,7 @@ from defectmine.models.base import (
     read_model_document,
     resolve_device,
     seed_everything,
+    write_model_folder,
 )
 from defectmine.models.params import build_config
 from defectmine.models.training import BestState, adam_cosine, select_on_val, train_epochs
@@ -202,26 +201,13 @@ class Segmenter(ABC):
 
         `metadata` (JSON-ready) is stored as it is in config.json.
         """
-        from safetensors.torch import save_file
-
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        document = {
+        return write_model_folder(path, self.network_, {
             # "detector" is the key every model folder has (models.base.read_model_document checks it);
             # "segmenter" says which registry to load it from.
-            "detector": self.name,
-            "segmenter": self.name,
-            "defectmine_version": __version__,
-            "config": self.get_config(),
-            "spec": self.spec_.to_dict(),
-            "state": self._state(),
-            "metadata": dict(metadata or {}),
-        }
-        (path / CONFIG_FILE).write_text(json.dumps(document, indent=2))
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
-        save_file(tensors, str(path / WEIGHTS_FILE))
-        return path
+            "detector": self.name, "segmenter": self.name, "config": self.get_config(),
+            "spec": self.spec_.to_dict(), "state": self._state(), "metadata": dict(metadata or {}),
+        })
 
     def _state(self) -> dict:
         return {
