@@ -15,14 +15,12 @@ from defectmine.data import (
     class_list,
     elpv,
     fixed_split,
-    is_hidden,
     make_split,
     positive_ratio_subset,
     read_manifest,
     scan_folder,
     take_k,
 )
-from defectmine.data.images import IMAGE_SUFFIXES
 from defectmine.errors import ConfigError, DataError
 from defectmine.pipeline.config import RunConfig
 
@@ -168,17 +166,16 @@ def skipped_files(data: PreparedData) -> list[dict]:
 
 
 def list_images(folder: Path) -> list[Record]:
-    """Records for a folder to score: the normal/anomalous layout when present, else every image in it.
-
-    Unlabelled images get the placeholder label 'normal' with meta {"unlabelled": True}.
+    """Records for a folder of images: the normal/anomalous layout when present (labels, classes,
+    masks), else every image in it, listed as `predict` lists them (hidden files and __MACOSX left
+    out, symlinked duplicates once), with the placeholder label 'normal' and meta {"unlabelled": True}.
     """
+    from defectmine.pipeline.predict_inputs import list_inputs
+
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder of images.")
     if (folder / "normal").is_dir():
         return scan_folder(folder)
-    paths = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p.relative_to(folder)))
-    if not paths:
-        raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
-    return [Record(path=p.resolve(), label="normal", meta={"unlabelled": True}) for p in paths]
+    return [Record(path=Path(item.path), label="normal", meta={"unlabelled": True})
+            for item in list_inputs(folder).items]
