@@ -63,7 +63,6 @@ def fit_run(config: RunConfig, run_dir: Path, *, records: list[Record] | None = 
     check_input_size(detector, config)
     records = load_records(config.data) if records is None else records
     split = split_records(records, config)
-    check_validation_records(split, config, config.data)
     source = split_source(records)
     config = replace(config, split_seed=None if source == SPLIT_FROM_RECORDS else config.split_seed)
     data = build_datasets(split, training_anomalies(split, config), config)
