@@ -133,3 +133,15 @@ def score_speed(score, images, sync=None) -> dict:
         sync()
         timings[f"ms_per_image_b{batch}"] = 1000 * (time.perf_counter() - started) / len(sample)
     return timings
+
+
+def update_summary(folder: Path, values: dict) -> Path:
+    """Merge `values` into `folder`/summary.json (created when missing), keeping the keys other scripts
+    wrote there: several scripts of one issue (e.g. export, serve and Ray for `ship`) share one summary."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "summary.json"
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    current.update(values)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+    return path
