@@ -72,10 +72,15 @@ class ServeSettings:
 def require_serve_packages() -> None:
     """A ConfigError with the install command when the `serve` extra is missing."""
     missing = []
-    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("multipart", "python-multipart")):
-        try:
-            __import__(module)
-        except ImportError:
+    for modules, package in ((("fastapi",), "fastapi"), (("uvicorn",), "uvicorn"),
+                             (("python_multipart", "multipart"), "python-multipart")):  # new name, old name
+        for module in modules:
+            try:
+                __import__(module)
+                break
+            except ImportError:
+                pass
+        else:
             missing.append(package)
     if missing:
         raise ConfigError(f"the service needs {', '.join(missing)}, which is not installed. "

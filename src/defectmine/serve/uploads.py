@@ -47,6 +47,8 @@ def decode_upload(data: bytes, name: str, spec: ImageSpec, limits: UploadLimits,
     try:
         with Image.open(io.BytesIO(data)) as header:  # reads the header only, no pixels
             width, height = header.size
+    except Image.DecompressionBombError as err:  # PIL's own guard, above any sane --max-pixels
+        raise RequestError(413, f"{name}: {err} Fix: send a smaller image.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise RequestError(415, f"{name}: not an image (PIL recognises no image format in these bytes). "
                                 "Fix: send a PNG, JPEG, BMP or TIFF file.") from None
