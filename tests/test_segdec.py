@@ -100,3 +100,22 @@ def test_image_sides_must_fit_the_encoder_depth(sets):
     odd = ImageDataset(sets["normal"].records[:4], ImageSpec(size=(36, 36), channels=1))
     with pytest.raises(ConfigError, match="multiples of 8"):
         SegDec(**FAST).fit(odd)
+
+
+def test_clean_images_add_pixel_bce_not_a_degenerate_dice():
+    from defectmine.models.segdec import pixel_loss
+    from defectmine.segment.losses import segmentation_loss
+
+    loss = segmentation_loss("bce_dice", per_image_dice=True)
+    masks = torch.zeros(2, 8, 8, dtype=torch.int64)
+    masks[0, 2:4, 2:4] = 1
+    known = torch.tensor([True, True])
+    perfect = torch.full((2, 8, 8), -12.0)
+    perfect[0, 2:4, 2:4] = 12.0
+    assert float(pixel_loss(loss, perfect, masks, known)) < 0.01
+    # a clean image with a faint uniform probability costs its BCE only (a per-image Dice would be ~1)
+    faint = perfect.clone()
+    faint[1] = -4.0
+    assert float(pixel_loss(loss, faint, masks, known)) < 0.05
+    # unknown masks never count
+    assert float(pixel_loss(loss, faint, masks, torch.tensor([True, False]))) < 0.01

@@ -10,9 +10,9 @@ Training batches mix, as for every detector (`training.mixed_batches`): normal i
 known: all background), labelled anomalies (with their mask when the dataset has one, else the image
 label only), and - with injection on - Dynamic Label Injection (`data.injection`) pasting the labelled
 defects into a share of the normal images, whose pasted masks become pixel labels and whose image labels
-become "anomalous". Loss = segmentation loss over the images whose mask is known (per-image Dice by
-default, so that a blowhole of 0.1 % of a tile weighs as much as an uneven region of 30 %) + BCE of the
-image logit over every image. Without labelled anomalies, synthetic ones (cut-paste) train the decision
+become "anomalous". Loss = segmentation loss over the defective images whose mask is known (per-image
+Dice by default, so that a blowhole of 0.1 % of a tile weighs as much as an uneven region of 30 %) and
+pixel BCE over the known clean ones (`pixel_loss`) + BCE of the image logit over every image. Without labelled anomalies, synthetic ones (cut-paste) train the decision
 head with image labels only.
 
 Image score: the decision logit; anomaly map: the per-pixel defect probability at full resolution
@@ -181,7 +181,7 @@ class SegDec(TrainedDetector):
             image_logits, seg_logits = model(images)
             loss = F.binary_cross_entropy_with_logits(image_logits, labels)
             if cfg.seg_weight > 0 and known.any():
-                loss = loss + cfg.seg_weight * seg_loss(seg_logits[known].unsqueeze(1), masks[known])
+                loss = loss + cfg.seg_weight * pixel_loss(seg_loss, seg_logits, masks, known)
             return loss
 
         with_pixels = cfg.selection == "image+pixel" and _has_defect_masks(val)
@@ -222,6 +222,24 @@ class SegDec(TrainedDetector):
 
     def _extra_state(self) -> dict:
         return {"n_with_masks": getattr(self, "n_with_masks_", None)}
+
+
+def pixel_loss(seg_loss, seg_logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """The segmentation loss over the images whose mask is known, split by whether they show a defect:
+    `seg_loss` (e.g. BCE + per-image Dice) over the defective ones, plain pixel BCE over the clean ones,
+    weighted by their counts. A Dice term on an all-background mask only says "predict nothing" (its
+    best value needs every probability at 0), which drowned the few defective images of each batch
+    when every image got its own Dice."""
+    defective = known & (masks.flatten(1) > 0).any(dim=1)
+    clean = known & ~defective
+    n_known = int(known.sum())
+    loss = seg_logits.new_zeros(())
+    if defective.any():
+        loss = loss + seg_loss(seg_logits[defective].unsqueeze(1), masks[defective]) * (int(defective.sum()) / n_known)
+    if clean.any():
+        background = F.binary_cross_entropy_with_logits(seg_logits[clean], torch.zeros_like(seg_logits[clean]))
+        loss = loss + background * (int(clean.sum()) / n_known)
+    return loss
 
 
 def _has_defect_masks(val: ImageDataset | None) -> bool:
