@@ -296,3 +296,26 @@ def test_a_missing_serve_package_is_a_config_error_with_the_pip_command(monkeypa
     monkeypatch.setattr(builtins, "__import__", without_fastapi)
     with pytest.raises(ConfigError, match=r"pip install 'defectmine\[serve\]'"):
         require_serve_packages()
+
+
+def test_review_labels_go_into_the_labelling_projects_store(run, tmp_path):
+    from defectmine.labelling.loop import init_project, open_store
+    from defectmine.labelling.review_sink import StoreLabelSink
+
+    run_dir, data = run
+    project = tmp_path / "project"
+    init_project(project, str(data / "normal"), ["spot", "scratch"], who="lead")
+    n_pool = len(open_store(project).images())
+    sink = StoreLabelSink(project)
+    with TestClient(create_app(run_dir, ServeSettings(review_dir=tmp_path / "r"), sink=sink)) as client:
+        item = client.post("/score", content=_png(data), headers={"content-type": "image/png"}).json()["results"][0]
+        answer = client.post(f"/review/items/{item['review_id']}/label", json={"label": "spot", "reviewer": "ann"})
+        assert answer.status_code == 200, answer.text
+    with open_store(project) as store:
+        assert len(store.images()) == n_pool + 1  # the reviewed image (outside the pool) was added first
+        labels = list(store.current_labels().values())
+    assert [(label.label, label.defect_class, label.annotator) for label in labels] == [("anomalous", "spot", "ann")]
+    with pytest.raises(DataError, match="not a class of the labelling project"):
+        sink.record(str(data / "normal" / "normal_000.png"), "dent", "ann")
+    with pytest.raises(DataError, match="label init"):
+        StoreLabelSink(tmp_path / "nowhere")

@@ -25,6 +25,9 @@ def serve(
     review_dir: Optional[Path] = typer.Option(None, help="Folder of the review queue and labels.csv (default RUN/review)."),
     review_max: int = typer.Option(1000, help="Images kept in the review queue (the oldest leave first)."),
     review_folder: Optional[Path] = typer.Option(None, help="Score this folder of images into the review queue at start."),
+    label_project: Optional[Path] = typer.Option(
+        None, help="Write review labels into this labelling project (made by `defectmine label init`) "
+                   "instead of RUN/review/labels.csv."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
 ):
     """Serve a run's model over HTTP: POST /score, GET /health, GET /model, and the review page at /review.
@@ -40,7 +43,12 @@ def serve(
     settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, limits=limits, max_files=max_files,
                              overlay_side=overlay_size, review_dir=review_dir, review_max=review_max,
                              review_folder=review_folder)
-    service = create_app(run, settings)
+    sink = None
+    if label_project is not None:
+        from defectmine.labelling.review_sink import StoreLabelSink
+
+        sink = StoreLabelSink(label_project)
+    service = create_app(run, settings, sink=sink)
     console.print(f"serving {run} ({service.state.served.kind}) on http://{host}:{port}  review: "
                   f"http://{host}:{port}/review", highlight=False, soft_wrap=True)
     uvicorn.run(service, host=host, port=port, log_level=log_level)
