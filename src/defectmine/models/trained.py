@@ -25,6 +25,9 @@ class TrainedDetector(Detector):
     Subclasses implement `_forward_scores(batch) -> (image scores (B,), low-resolution maps (B, u, v))`
     on normalised channels_last batches; `score` upsamples the maps to the input size.
     Their config derives from `training.TrainingConfig` (score_batch_size, seed, device, ...).
+    Their `fit` also takes `on_validation(epoch, value)`, called after each validation during training
+    (a tuner reports to its pruner there, and may raise to abandon the fit); weights are the same
+    with or without it.
     """
 
     def _make_backbone(self, spec: ImageSpec) -> Backbone:
