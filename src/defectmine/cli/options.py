@@ -68,10 +68,9 @@ DETECTOR_OPTIONS = ("backbone", "backbone_weights", "epochs", "device", "freeze_
 def given_options(ctx) -> set[str]:
     """The names of the parameters typed on the command line (or set from the environment), as opposed
     to those left at their defaults: what a --config file or a --preset must not override."""
-    from click.core import ParameterSource
-
+    # by name: typer may bring its own copy of click, whose ParameterSource is another enum class
     return {name for name in ctx.params
-            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
 
 
 def layered_run_config(options: ModelOptions, given: set[str], *, config_file=None, preset: str | None = None,

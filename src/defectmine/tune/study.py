@@ -143,7 +143,9 @@ def open_study(out_dir: Path, settings: dict, seed: int, optuna):
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, wanted)
     elif stored != wanted:
-        differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        differ = [f"run.{k}" for k in sorted(set(stored.get("run", {})) | set(wanted["run"]))
+                  if stored.get("run", {}).get(k) != wanted["run"].get(k)]
+        differ += [k for k in ("space", "metric") if stored.get(k) != wanted.get(k)]
         raise ConfigError(
             f"{out_dir}: holds a study with other settings ({', '.join(differ)} differ), so it cannot be continued. "
             "Fix: use a new --out, or the settings of that study (see its tune.json).")
