@@ -48,7 +48,7 @@ def tune(
     base = layered_run_config(options, given_options(ctx), config_file=config, preset=preset,
                               k=k, ratio=ratio, seed=seed)
     result = run_tune(base, out, n_trials=trials, minutes=minutes, space=space, metric=metric, seed=seed)
-    table = Table(title=f"tune: {result.n_finished} finished trial(s), best validation {metric}")
+    table = Table(title=f"best of {result.n_finished} trial(s)")
     table.add_column("option")
     table.add_column("value", justify="right")
     if result.best_params is None:
@@ -60,5 +60,5 @@ def tune(
     console.print(table)
     if "best_config" in result.files:
         console.print(f"best config: [bold]{escape(str(result.files['best_config']))}[/] "
-                      f"(defectmine fit --config {escape(str(result.files['best_config']))})")
-    console.print(f"report: [bold]{escape(str(result.files['report']))}[/]")
+                      f"(defectmine fit --config {escape(str(result.files['best_config']))})", soft_wrap=True)
+    console.print(f"report: [bold]{escape(str(result.files['report']))}[/]", soft_wrap=True)
