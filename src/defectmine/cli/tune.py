@@ -39,7 +39,7 @@ def tune(
     \b
     Examples:
       defectmine tune --data my_parts/ --trials 30 --out runs/tune
-      defectmine tune --data my_parts/ --trials 50 --out runs/tune   # the same study, 20 more
+      defectmine tune --data my_parts/ --trials 50 --out runs/tune   (20 more)
       defectmine tune --data elpv --k 40 --minutes 60 --space space.yaml
       defectmine fit --config runs/tune/best_config.json --out runs/best
     """
