@@ -17,7 +17,8 @@ optuna = pytest.importorskip("optuna")
 import defectmine.pipeline.data as pipeline_data  # noqa: E402
 import defectmine.tune.study as tune_study  # noqa: E402
 from defectmine.cli import app  # noqa: E402
-from defectmine.data import ImageDataset, ImageSpec, make_split, scan_folder, write_manifest, write_synthetic_folder  # noqa: E402
+from defectmine.data import (  # noqa: E402
+    ImageDataset, ImageSpec, make_split, scan_folder, write_manifest, write_synthetic_folder)
 from defectmine.errors import ConfigError, DataError  # noqa: E402
 from defectmine.models.registry import create  # noqa: E402
 from defectmine.pipeline import RunConfig, fit_run  # noqa: E402
@@ -97,6 +98,7 @@ def test_a_folder_with_other_settings_is_not_continued(two_trials, tmp_path):
         run_tune(_base(_base_data(out).data, image_size=48), out, n_trials=3, space=_space())
 
 
+@pytest.mark.slow
 def test_an_interrupted_trial_is_failed_not_counted_and_runs_again(data, tmp_path, monkeypatch):
     out = tmp_path / "tune"
     real = tune_study.run_trial
@@ -148,6 +150,7 @@ def poisoned(data, tmp_path_factory) -> Path:
     return write_manifest(records, root / "split.csv")
 
 
+@pytest.mark.slow
 def test_test_images_are_never_decoded_nor_scored(poisoned, tmp_path, monkeypatch):
     with pytest.raises(DataError, match="could not be loaded"):  # the poison is real: fit does decode test
         fit_run(_base(poisoned, threshold_rule="max_f1"), tmp_path / "run")
@@ -203,6 +206,7 @@ def test_the_pruning_report_reports_each_validation_and_raises_when_told():
     assert trial.reports == [(0, 0.5), (2, 0.4)]
 
 
+@pytest.mark.slow
 def test_a_pruned_trial_is_recorded_and_counted(data, tmp_path, monkeypatch):
     def pruned(trial, *args):
         trial.report(0.25, 0)
@@ -251,6 +255,7 @@ def test_without_optuna_one_error_names_the_install_command(data, tmp_path, monk
 FAST = ["--image-size", "32", "-p", "width=4", "-p", "batch_size=8", "-p", "eval_every=1", "--device", "cpu", "-q"]
 
 
+@pytest.mark.slow
 def test_tune_command_then_fit_config_reproduces_the_best_trial(data, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\nepochs: {low: 1, high: 2}\n")
@@ -260,7 +265,8 @@ def test_tune_command_then_fit_config_reproduces_the_best_trial(data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "best config" in result.output and "val auroc" in result.output
     best = json.loads((out / "best_config.json").read_text())
-    fitted = runner.invoke(app, ["fit", "--config", str(out / "best_config.json"), "--out", str(tmp_path / "run"), "-q"])
+    fitted = runner.invoke(app, ["fit", "--config", str(out / "best_config.json"), "--out", str(tmp_path / "run"),
+                                 "-q"])
     assert fitted.exit_code == 0, fitted.output
     run = json.loads((tmp_path / "run" / "config.json").read_text())["run"]
     assert run["detector_params"] == best["run"]["detector_params"] and run["data"] == best["run"]["data"]

@@ -32,7 +32,8 @@ def trial_rows(study, dimensions: list[Dimension], metric: str) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         state = t.state.name.lower()
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        ended, began = t.datetime_complete, t.datetime_start
+        seconds = (ended - began).total_seconds() if ended and began else None
         row = {"trial": t.number, "state": state, f"val_{metric}": t.value if state == "complete" else None}
         row.update({dim.name: t.params.get(dim.name) for dim in dimensions})
         row["last_curve_value"] = t.intermediate_values[t.last_step] if t.last_step is not None else None

@@ -87,8 +87,9 @@ def load_space(path: Path | str, detector: str) -> list[Dimension]:
         raise ConfigError(f"--space {path}: no such file. Fix: write a YAML or JSON file such as "
                           "`lr: {low: 1.0e-4, high: 1.0e-2, log: true}`.")
     text = path.read_text(encoding="utf-8")
+    kind = "YAML" if path.suffix.lower() in (".yaml", ".yml") else "JSON"
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
+        if kind == "YAML":
             import yaml
 
             entries = yaml.safe_load(text)
@@ -96,7 +97,7 @@ def load_space(path: Path | str, detector: str) -> list[Dimension]:
             entries = json.loads(text)
     except Exception as err:  # yaml.YAMLError or json.JSONDecodeError: one line either way
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"--space {path}: cannot be read as {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} ({first}).") from None
+        raise ConfigError(f"--space {path}: cannot be read as {kind} ({first}).") from None
     return parse_space(detector, entries, f"--space {path}")
 
 
