@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import FitFailed, kept_row, machine_description, machines_summary, replace_section, subprocess_env  # noqa: E402
+from _table import FitFailed, kept_row, machine_description, machines_summary, replace_section, subprocess_env, update_summary  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "segmentation"
 SUMMARY_KEYS = ("best_test_iou_eq8", "segdec_mt_k40_auroc", "segdec_mt_k80_auroc", "segdec_mt_k80_pixel_auroc")
@@ -154,9 +154,9 @@ def main() -> None:
     if args.no_write:
         return
     replace_section(REPO / "BENCHMARKS.md", "segmentation", "Segmentation: U-Net and Dynamic Label Injection (issue 14)", text)
-    summary = dict.fromkeys(SUMMARY_KEYS)  # the segdec keys stay null until that detector exists
-    summary["best_test_iou_eq8"] = best_iou(rows)
-    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # The segdec keys come from benchmarks/side_by_side.py (SegDec rows); kept here, null until it ran.
+    previous = json.loads((RESULTS / "summary.json").read_text()) if (RESULTS / "summary.json").is_file() else {}
+    update_summary(RESULTS, {**{k: previous.get(k) for k in SUMMARY_KEYS}, "best_test_iou_eq8": best_iou(rows)})
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Our detectors beside anomalib's reference detectors, on the same fixed splits, machine and script run.
 
 Ours (from scratch, 128 px grayscale, the same budget for every one of them: 25 epochs, width 8):
-FCDD, LIAC (ACL as the paper intends, and as equation 11 is printed: the ablation), and the shared
-classifier with each of the seven imbalance losses - for K = 10, 40, 80 labelled anomalies, 3 seeds.
+FCDD, LIAC (ACL as the paper intends, and as equation 11 is printed: the ablation), the shared
+classifier with each of the seven imbalance losses, and SegDec (mixed supervision: the labelled
+defects' masks teach a U-Net, a decision head gives the image score) - for K = 10, 40, 80 labelled
+anomalies, 3 seeds. Rows keep pixel AUROC / AUPRO where the detector's maps were evaluated on masks.
+SegDec's rows also give benchmarks/results/segmentation/summary.json its segdec_* keys.
 The "best loss-baseline" of the side-by-side table is the loss with the best mean *validation* AUROC.
 
 anomalib's Padim, Patchcore, Stfpm, ReverseDistillation and Cflow (benchmarks/anomalib_peers.py, default
@@ -30,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _table import FitFailed, kept_row, machine_description, machines_summary, replace_section, run_in_parallel, score_speed, split_code, subprocess_env  # noqa: E402
+from _table import FitFailed, kept_row, machine_description, machines_summary, replace_section, run_in_parallel, score_speed, split_code, subprocess_env, update_summary  # noqa: E402
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, REFERENCE, _mean_std  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "side_by_side"
@@ -44,6 +47,9 @@ TARGET_K = 40
 # default 10 epochs took 158 s on an H100 for 192 images, so about 12 min for ELPV's 905. One epoch
 # keeps the whole comparison inside one GPU session; the table says so.
 PEER_OVERRIDES = {"cflow": {"epochs": 1}}
+# SegDec beside the others at their budget (25 epochs, width 8); it validates every 5 epochs like them.
+SEGDEC_PARAMS: dict = {}
+SEGMENTATION_RESULTS = REPO / "benchmarks" / "results" / "segmentation"
 SPEED_TRAIN_LIMIT = 64
 
 
@@ -52,6 +58,7 @@ def our_models() -> dict[str, tuple[str, dict]]:
     models = {"FCDD": ("fcdd", {}), "LIAC": ("liac", {"acl": "intent"}),
               "LIAC (ACL as printed)": ("liac", {"acl": "as_printed"})}
     models.update({f"classifier/{loss}": ("classifier", {"loss": loss}) for loss in LOSSES})
+    models["SegDec"] = ("segdec", SEGDEC_PARAMS)
     return models
 
 
@@ -106,8 +113,10 @@ def run_peer(job: dict) -> dict:
 
 def _row(job: dict, metrics: dict, fit_seconds: float, speed: dict, device: str, threads: int) -> dict:
     test, val = metrics["test"], metrics["val"]
+    pixel = metrics.get("test_pixel") or {}
     return {**job, "auroc": test["auroc"], "auprc": test["auprc"], "f1": test["f1"], "accuracy": test["accuracy"],
-            "val_auroc": val["auroc"], "fit_seconds": fit_seconds, **speed,
+            "val_auroc": val["auroc"], "pixel_auroc": pixel.get("auroc"), "pixel_aupro": pixel.get("aupro"),
+            "fit_seconds": fit_seconds, **speed,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "device": device, "threads": threads, "date": time.strftime("%Y-%m-%d")}
 
@@ -200,15 +209,16 @@ def _fmt(value, digits=3) -> str:
 
 def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -> list[str]:
     loss = best_loss(rows, dataset)
-    ours = [m for m in ("FCDD", "LIAC", loss) if m]
+    ours = [m for m in ("FCDD", "LIAC", "SegDec", loss) if m]
     missing = [name for name in LOSSES if not any(r["dataset"] == dataset and r["model"] == f"classifier/{name}"
                                                   for r in rows)]
     lines = [
         (f"Best loss-baseline by mean validation AUROC: `{loss}`." if loss else "")
         + (f" Not run on this dataset yet (so not in the choice): {', '.join(missing)}." if missing else ""),
         "",
-        "| model | K | seeds | test AUROC | test AUPRC | test F1 | test accuracy | fit s | ms/img b32 | ms/img b1 | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | K | seeds | test AUROC | test AUPRC | test F1 | test accuracy | pixel AUROC | pixel AUPRO | fit s | "
+        "ms/img b32 | ms/img b1 | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in ours:
         for k in KS:
@@ -219,7 +229,8 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
             lines.append(
                 f"| {model} | {k} | {len(group)} | {_mean_std([r['auroc'] for r in group])} | "
                 f"{_mean_std([r['auprc'] for r in group])} | {_mean_std([r['f1'] for r in group])} | "
-                f"{_mean_std([r['accuracy'] for r in group])} | {_mean_std([r['fit_seconds'] for r in group], 1)} | "
+                f"{_mean_std([r['accuracy'] for r in group])} | {_pixel(group, 'pixel_auroc')} | "
+                f"{_pixel(group, 'pixel_aupro')} | {_mean_std([r['fit_seconds'] for r in group], 1)} | "
                 f"{_fmt(speed.get('ms_per_image_b32'), 2)} | {_fmt(speed.get('ms_per_image_b1'), 2)} | "
                 f"{max(r['peak_rss_mb'] for r in group):.0f} |")
     for peer in PEERS:
@@ -230,7 +241,7 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
         r = group[0]
         lines.append(
             f"| anomalib {peer}{_epochs_note(r)} | any (normal images only) | 1 | {_fmt(r['auroc'])} | {_fmt(r['auprc'])} | "
-            f"{_fmt(r['f1'])} | {_fmt(r['accuracy'])} | {r['fit_seconds']:.1f} | "
+            f"{_fmt(r['f1'])} | {_fmt(r['accuracy'])} | - | - | {r['fit_seconds']:.1f} | "
             f"{_fmt(speed.get('ms_per_image_b32'), 2)} | {_fmt(speed.get('ms_per_image_b1'), 2)} | {r['peak_rss_mb']:.0f} |")
     trivial = _flag_everything_f1(dataset)
     if trivial is not None:
@@ -240,6 +251,23 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
         lines += ["", f"anomalib peers not run on this dataset yet: {', '.join(absent)}."]
     lines += ["", *ratio_lines(rows, speed_rows, dataset, ours)]
     return lines
+
+
+def _pixel(group: list[dict], key: str) -> str:
+    """Mean ± std of a pixel metric over the rows that recorded it ("-": rows from before pixel metrics
+    were kept, or a detector without maps)."""
+    values = [r[key] for r in group if r.get(key) is not None]
+    return _mean_std(values) if values else "-"
+
+
+def segdec_summary(rows: list[dict]) -> dict:
+    """The segdec_* keys of the segmentation summary: SegDec's mean test AUROC on Magnetic Tile at K = 40
+    and 80 and its mean pixel AUROC at K = 80 (None where not run)."""
+    def mean_of(k: int, key: str):
+        return _mean([r for r in rows if r["dataset"] == "magnetic_tile" and r["model"] == "SegDec" and r["k"] == k], key)
+
+    return {"segdec_mt_k40_auroc": mean_of(40, "auroc"), "segdec_mt_k80_auroc": mean_of(80, "auroc"),
+            "segdec_mt_k80_pixel_auroc": mean_of(80, "pixel_auroc")}
 
 
 def _epochs_note(row: dict) -> str:
@@ -416,6 +444,8 @@ def main() -> None:
     if not (args.no_write or args.epochs):
         replace_section(REPO / "BENCHMARKS.md", "side-by-side", "Side by side with anomalib (issue 3)", side)
         replace_section(REPO / "BENCHMARKS.md", "few-label", "Few labelled defects: losses and the ACL ablation", few)
+        if any(r["model"] == "SegDec" for r in rows):
+            update_summary(SEGMENTATION_RESULTS, segdec_summary(rows))
 
 
 if __name__ == "__main__":

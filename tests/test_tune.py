@@ -3,6 +3,7 @@ best config that `fit --config` takes."""
 
 import csv
 import hashlib
+import inspect
 import json
 import re
 import sys
@@ -20,7 +21,7 @@ from defectmine.cli import app  # noqa: E402
 from defectmine.data import (  # noqa: E402
     ImageDataset, ImageSpec, make_split, scan_folder, write_manifest, write_synthetic_folder)
 from defectmine.errors import ConfigError, DataError  # noqa: E402
-from defectmine.models.registry import create  # noqa: E402
+from defectmine.models.registry import DETECTORS, create  # noqa: E402
 from defectmine.pipeline import RunConfig, fit_run  # noqa: E402
 from defectmine.tune import parse_space, run_tune  # noqa: E402
 
@@ -231,6 +232,12 @@ def test_the_validation_hook_sees_every_validation_and_changes_no_weight(data):
     seen = []
     hooked = create("fcdd", **params).fit(normal, anomalous, val=val, on_validation=lambda e, v: seen.append(e))
     assert seen == [0, 1, 2] and _weights(plain) == _weights(hooked)
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_every_detector_takes_the_validation_hook(name):
+    # run_trial passes it to every fit: a detector without it could not be tuned
+    assert "on_validation" in inspect.signature(DETECTORS[name].fit).parameters
 
 
 # -- errors and the command line -------------------------------------------------------------------

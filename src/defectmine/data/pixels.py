@@ -6,6 +6,7 @@ Images are brought to uint8 gray or RGB (`read_pixels`); masks keep the values t
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -63,24 +64,35 @@ def _decode(path: Path | str, what: str, to_array) -> np.ndarray:
     if not path.is_file():
         reason = "is a folder" if path.is_dir() else "file not found"
         raise UnreadableFileError(path, what, reason)
+    return _decode_source(path, path, what, to_array)
+
+
+def _decode_source(source, name, what: str, to_array) -> np.ndarray:
+    """Decode `source` (a path or a binary file object); errors name it as `name`."""
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             # load() decodes every pixel now, so truncated files fail here and not mid-training.
             im.load()
             im = ImageOps.exif_transpose(im)
             arr = to_array(im)
     except UnidentifiedImageError:
-        raise UnreadableFileError(path, what, "not an image file or an unsupported format") from None
+        raise UnreadableFileError(name, what, "not an image file or an unsupported format") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise UnreadableFileError(path, what, str(e) or type(e).__name__) from None
+        raise UnreadableFileError(name, what, str(e) or type(e).__name__) from None
     if arr.ndim not in (2, 3) or arr.size == 0:
-        raise UnreadableFileError(path, what, f"unexpected pixel array shape {arr.shape}")
+        raise UnreadableFileError(name, what, f"unexpected pixel array shape {arr.shape}")
     return np.array(arr, order="C")  # a writable copy: PIL arrays are read-only
 
 
 def read_pixels(path: Path | str, what: str = "image") -> np.ndarray:
     """uint8 HxW (gray) or HxWx3 (colour) pixels of a file; UnreadableFileError names it if it fails."""
     return _decode(path, what, _pil_to_array).astype(np.uint8, copy=False)
+
+
+def read_pixels_from_bytes(data: bytes, name: str, what: str = "image") -> np.ndarray:
+    """`read_pixels` of a file held in memory (an upload): the same modes, EXIF rotation and errors,
+    which name the file as `name`."""
+    return _decode_source(io.BytesIO(data), name, what, _pil_to_array).astype(np.uint8, copy=False)
 
 
 def _mask_array(im: Image.Image) -> tuple[np.ndarray, str]:

@@ -22,8 +22,9 @@ HEATMAPS = ("native", "gradcam")
 class TrainedDetector(Detector):
     """A detector whose network is trained by `fit_network` and scores images batch by batch.
 
-    Subclasses implement `_forward_scores(batch) -> (image scores (B,), low-resolution maps (B, u, v))`
-    on normalised channels_last batches; `score` upsamples the maps to the input size.
+    Subclasses implement `_forward_scores(batch) -> (image scores (B,), maps (B, u, v))` on normalised
+    channels_last batches; `score` upsamples low-resolution maps to the input size (maps already at
+    the input size are kept).
     Their config derives from `training.TrainingConfig` (score_batch_size, seed, device, ...).
     Their `fit` also takes `on_validation(epoch, value)`, called after each validation during training
     (a tuner reports to its pruner there, and may raise to abandon the fit); weights are the same
@@ -81,7 +82,10 @@ class TrainedDetector(Detector):
             image, low_res = self._forward_scores(batch.contiguous(memory_format=torch.channels_last))
             image_scores.append(image.cpu())
             if native_maps:
-                all_maps.append(gaussian_upsample(low_res, tuple(self.spec_.size)).cpu())
+                size = tuple(self.spec_.size)
+                # maps already at the input size (full-resolution decoders) are kept as they are
+                full_size = tuple(low_res.shape[-2:]) == size
+                all_maps.append((low_res if full_size else gaussian_upsample(low_res, size)).float().cpu())
         network.train(was_training)
         image = torch.cat(image_scores).numpy() if image_scores else np.zeros(0)
         full = torch.cat(all_maps).numpy().astype(np.float32) if native_maps and all_maps else None

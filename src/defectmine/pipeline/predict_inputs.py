@@ -164,21 +164,28 @@ class DecodedFiles(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> Decoded:
-        try:
-            pixels = read_image(self.items[index].path)
-            model_input = prepare_image(pixels, self.spec)
-        except UnreadableFileError as err:
-            return Decoded(index, reason=err.reason)
-        except DataError as err:  # pixels no model input can be made of
-            return Decoded(index, reason=str(err))
-        height, width = pixels.shape[:2]
-        new_h, new_w, top, left = content_geometry(height, width, self.spec)
-        display = None
-        if self.display_side is not None:
-            size = display_size(height, width, self.display_side)
-            display = pixels if size == (height, width) else cv2.resize(
-                pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        return Decoded(index, model_input, (top, left, new_h, new_w), display)
+        return decode_item(index, lambda: read_image(self.items[index].path), self.spec, self.display_side)
+
+
+def decode_item(index: int, read, spec: ImageSpec, display_side: int | None) -> Decoded:
+    """`read()`'s pixels as one Decoded item: the model input at `spec`, the content box and a copy at
+    most `display_side` pixels on its longest side (None: no copy); or the reason they could not be
+    read. Predict (files) and the inspection service (uploads) decode through this one function."""
+    try:
+        pixels = read()
+        model_input = prepare_image(pixels, spec)
+    except UnreadableFileError as err:
+        return Decoded(index, reason=err.reason)
+    except DataError as err:  # pixels no model input can be made of
+        return Decoded(index, reason=str(err))
+    height, width = pixels.shape[:2]
+    new_h, new_w, top, left = content_geometry(height, width, spec)
+    display = None
+    if display_side is not None:
+        size = display_size(height, width, display_side)
+        display = pixels if size == (height, width) else cv2.resize(
+            pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return Decoded(index, model_input, (top, left, new_h, new_w), display)
 
 
 def as_is(item):

@@ -63,18 +63,22 @@ _DEFAULTS = {
              "synthetic": ["auto", "cutpaste", "confetti", "mixed"]},
     "classifier": {**_COMMON, "loss": ["lil", "focal", "weighted_ce", "el"]},
     "liac": {**_COMMON, "acl_weight": {"low": 0.0, "high": 2.0}},
+    "segdec": {**_COMMON, "seg_weight": {"low": 0.0, "high": 2.0}, "keep_clean": {"low": 0.2, "high": 0.8},
+               "detach_decision": [False, True]},
 }
+#: Widths of the small CNN searched by default; SegDec's decoder needs wider features.
+_WIDTHS = {"segdec": [8, 16, 32]}
 
 
 def default_space(detector: str, base_params: dict | None = None) -> list[Dimension]:
     """The default space of `detector`: learning rate, epochs, weight decay, flips, and its own levers
     (FCDD: anomaly share and synthetic defects; classifier: the loss; LIAC: the ACL weight and LIL's
-    margin). With the small CNN (`backbone` "cnn", the default) also its width. `base_params` are the
+    margin; SegDec: the segmentation-loss weight, DLI's clean share, the detached decision head). With the small CNN (`backbone` "cnn", the default) also its width. `base_params` are the
     detector options of the run the search starts from."""
     base_params = base_params or {}
     entries = dict(_DEFAULTS.get(detector, _COMMON))
     if base_params.get("backbone", "cnn") == "cnn":
-        entries["width"] = [4, 8, 16]
+        entries["width"] = _WIDTHS.get(detector, [4, 8, 16])
     if detector == "liac" and base_params.get("loss", "lil") == "lil":
         entries["loss_params.margin"] = {"low": 1.0, "high": 50.0, "log": True}
     return parse_space(detector, entries, "the default space")
