@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from defectmine.cli.app import app, console, friendly_errors
-from defectmine.cli.options import ModelOptions, split_list, with_model_options
+from defectmine.cli.options import ModelOptions, given_options, layered_run_config, split_list, with_model_options
 from defectmine.cli.output import print_metrics, print_sweep
 
 DEMO_DETECTOR_PARAMS = {"epochs": 25, "width": 8, "lr": 1e-3, "batch_size": 32}
@@ -19,12 +19,15 @@ DEMO_DETECTOR_PARAMS = {"epochs": 25, "width": 8, "lr": 1e-3, "batch_size": 32}
 @friendly_errors
 @with_model_options
 def fit(
+    ctx: typer.Context,
     options: ModelOptions,
     out: Path = typer.Option(Path("runs/fit"), "--out", "-o", help="Run directory to write."),
     k: Optional[int] = typer.Option(None, "--k", help="Use the first K labelled anomalies (default: all in the training pool; 0: none)."),
     ratio: Optional[str] = typer.Option(None, help="Positive ratio instead of K: 1/1 ... 1/128 or 'unsupervised'."),
     seed: int = typer.Option(0, help="Training seed."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out (the old run stays until the new one is complete)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Run settings from a JSON file: a `defectmine tune` best_config.json or a run's config.json; options typed here override it."),
+    preset: Optional[str] = typer.Option(None, help="A named parameter set, e.g. 'quality' (heavier training); typed options and --config override it."),
 ):
     """Train a detector and write a run directory (config, split, model, scores, metrics, report).
 
@@ -35,10 +38,14 @@ def fit(
       defectmine fit --data elpv --k 40 --epochs 25 --out runs/elpv-k40
 
       defectmine fit --data magnetic_tile --ratio 1/16 --backbone resnet18
+
+      defectmine fit --config runs/tune/best_config.json --out runs/best
     """
     from defectmine.pipeline import fit_run
 
-    result = fit_run(options.run_config(k=k, ratio=ratio, seed=seed), out, overwrite=overwrite)
+    run_config = layered_run_config(options, given_options(ctx), config_file=config, preset=preset,
+                                    k=k, ratio=ratio, seed=seed)
+    result = fit_run(run_config, out, overwrite=overwrite)
     print_metrics(result.metrics, result.run_dir)
 
 

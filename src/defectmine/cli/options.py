@@ -17,7 +17,7 @@ class ModelOptions:
     """The options `fit` and `sweep` share (data, detector and its parameters, images, threshold); one
     list, so that both commands offer the same model options with the same defaults and help."""
 
-    data: str
+    data: Optional[str]
     detector: str
     backbone: str
     backbone_weights: Optional[str]
@@ -39,12 +39,21 @@ class ModelOptions:
         """A RunConfig from these options; `run` adds the command's own fields (k, ratio, seed)."""
         from defectmine.pipeline import RunConfig
 
+        if self.data is None:
+            from defectmine.errors import ConfigError
+
+            raise ConfigError("--data is missing. Fix: pass --data FOLDER (or a CSV manifest, or a built-in set), "
+                              "or --config FILE where the command takes one.")
+        return RunConfig(**self.settings(**run))
+
+    def settings(self, **run) -> dict:
+        """The RunConfig fields these options give, as a dict (`run`: the command's own fields)."""
         params = {"backbone": self.backbone, "backbone_weights": self.backbone_weights, "epochs": self.epochs,
                   "device": self.device}
         if self.freeze_backbone:  # only when asked: a detector without a backbone has no such option
             params["freeze_backbone"] = True
         params.update(parse_params(self.param))
-        return RunConfig(
+        return dict(
             data=self.data, detector=self.detector, detector_params=params, image_size=self.image_size,
             channels=self.channels, resize=self.resize, split_seed=self.split_seed, threshold_rule=self.threshold_rule,
             threshold_k=self.threshold_k, threshold_value=self.threshold_value, skip_bad=self.skip_bad,
@@ -52,8 +61,55 @@ class ModelOptions:
         )
 
 
+#: Model options that `run_config` puts into detector_params rather than into a RunConfig field.
+DETECTOR_OPTIONS = ("backbone", "backbone_weights", "epochs", "device", "freeze_backbone")
+
+
+def given_options(ctx) -> set[str]:
+    """The names of the parameters typed on the command line (or set from the environment), as opposed
+    to those left at their defaults: what a --config file or a --preset must not override."""
+    # by name: typer may bring its own copy of click, whose ParameterSource is another enum class
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+def layered_run_config(options: ModelOptions, given: set[str], *, config_file=None, preset: str | None = None,
+                       **run):
+    """The RunConfig of `fit` / `tune`: options given on the command line over the --config file over
+    the --preset over the defaults. `given` names the options typed (`given_options`); `run` holds the
+    command's own fields (k, ratio, seed)."""
+    from defectmine.pipeline import RunConfig
+
+    if config_file is None and preset is None:
+        return options.run_config(**run)
+    typed = options.settings(**run)
+    typed_params = parse_params(options.param) if "param" in given else {}
+    keep = {name for name in given if name not in DETECTOR_OPTIONS} | set(typed_params)
+    keep |= {name for name in DETECTOR_OPTIONS if name in given}
+    if config_file is None:
+        settings = typed
+    else:
+        from defectmine.pipeline.config import read_config_file
+
+        settings = read_config_file(config_file)
+        settings.update({name: typed[name] for name in typed if name in given and name != "detector_params"})
+        params = dict(settings.get("detector_params") or {})
+        params.update({name: typed["detector_params"][name] for name in DETECTOR_OPTIONS
+                       if name in given and name in typed["detector_params"]})
+        params.update(typed_params)
+        settings["detector_params"] = params
+        keep |= set(settings) | set(params)
+    if preset is not None:
+        from defectmine.tune.presets import apply_preset
+
+        settings = apply_preset(settings, preset, keep=keep)
+    if settings.get("data") is None:
+        return options.run_config(**run)  # the one "--data is missing" error
+    return RunConfig(**settings)
+
+
 MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
-    "data": (str, typer.Option(..., "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv.")),
+    "data": (Optional[str], typer.Option(None, "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv.")),
     "detector": (str, typer.Option("fcdd", help="Detector name (`defectmine detectors` lists them).")),
     "backbone": (str, typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ...")),
     "backbone_weights": (Optional[str], typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network).")),

@@ -126,7 +126,8 @@ class Classifier(TrainedDetector):
         """Training loss of one batch; LIAC adds its abnormality capturing loss."""
         return self._loss_fn(output.logits, labels)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None):
+    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+            on_validation=None):
         cfg = self.config
         network = self._start_fit(normal, anomalous, val)
         n_anomalous = 0 if anomalous is None else len(anomalous)
@@ -145,7 +146,7 @@ class Classifier(TrainedDetector):
         result = fit_network(
             network, loss_fn, normal, anomalous, config=cfg, spec=self.spec_, device=self.device,
             anomaly_share=self.anomaly_share_, validate=validate if has_both_classes(val) else None,
-            metric="F1", description=f"{self.name} ({cfg.backbone}, {cfg.loss})",
+            metric="F1", description=f"{self.name} ({cfg.backbone}, {cfg.loss})", on_validation=on_validation,
         )
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch

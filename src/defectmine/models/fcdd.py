@@ -62,7 +62,8 @@ class FCDD(TrainedDetector):
         backbone = self._make_backbone(spec)
         return FCDDNetwork(backbone.module, backbone.out_channels)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None):
+    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+            on_validation=None):
         cfg = self.config
         network = self._start_fit(normal, anomalous, val)
 
@@ -76,7 +77,7 @@ class FCDD(TrainedDetector):
         result = fit_network(
             network, loss_fn, normal, anomalous, config=cfg, spec=self.spec_, device=self.device,
             validate=validate if has_both_classes(val) else None, metric="AUROC",
-            description=f"fcdd ({cfg.backbone})",
+            description=f"fcdd ({cfg.backbone})", on_validation=on_validation,
         )
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch

@@ -163,7 +163,8 @@ class SegDec(TrainedDetector):
             unet.encoder.requires_grad_(False)
         return SegDecNetwork(unet, cfg.detach_decision)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None):
+    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+            on_validation=None):
         cfg = self.config
         side = 2 ** cfg.encoder_depth
         if any(s % side for s in normal.spec.size):
@@ -194,7 +195,8 @@ class SegDec(TrainedDetector):
         optimizer, scheduler = adam_cosine(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
         best = BestState()
         on_epoch_end = select_on_val(network, best, validate if has_both_classes(val) else None,
-                                     every=cfg.eval_every, epochs=cfg.epochs, metric="AUROC", patience=cfg.patience)
+                                     every=cfg.eval_every, epochs=cfg.epochs, metric="AUROC", patience=cfg.patience,
+                                     on_validation=on_validation)
         share = cfg.anomaly_share if sources.mixing else 0.0
         self.history_ = train_epochs(
             network, loss_fn, lambda: sources.batches(generator, self.spec_), optimizer, cfg.epochs,

@@ -26,6 +26,9 @@ class TrainedDetector(Detector):
     channels_last batches; `score` upsamples low-resolution maps to the input size (maps already at
     the input size are kept).
     Their config derives from `training.TrainingConfig` (score_batch_size, seed, device, ...).
+    Their `fit` also takes `on_validation(epoch, value)`, called after each validation during training
+    (a tuner reports to its pruner there, and may raise to abandon the fit); weights are the same
+    with or without it.
     """
 
     def _make_backbone(self, spec: ImageSpec) -> Backbone:

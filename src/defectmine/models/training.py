@@ -162,7 +162,7 @@ def adam_cosine(
 
 def select_on_val(
     network: nn.Module, best: BestState, validate: Callable[[], float] | None, *, every: int, epochs: int,
-    metric: str, patience: int | None = None,
+    metric: str, patience: int | None = None, on_validation: Callable[[int, float], None] | None = None,
 ) -> Callable[[int, float], str | None]:
     """The `on_epoch_end` of `train_epochs` for model selection: calls `validate()` every `every`
     epochs and after the last one, keeps the weights of its highest value in `best`, and returns the
@@ -171,6 +171,9 @@ def select_on_val(
     patience: stop once this many validations in a row have not beaten the best one (sets
     `best.stopped_epoch`; pass `lambda: best.stopped_epoch is not None` as `train_epochs`'s
     `should_stop`). None: always train every epoch.
+    on_validation: called as `on_validation(epoch, value)` after each validation (e.g. a tuner's
+        report to its pruner); it may raise to abandon the fit. It only reads, so weights are the same
+        with or without it.
     """
 
     def on_epoch_end(epoch: int, loss: float) -> str | None:
@@ -179,6 +182,8 @@ def select_on_val(
             return None
         value = validate()
         best.update(network, value, epoch)
+        if on_validation is not None:
+            on_validation(epoch, value)
         status = f"val {metric} {value:.3f} (best {best.value:.3f})"
         if patience is not None and not last and best.checks_since_best >= patience:
             best.stopped_epoch = epoch
@@ -295,6 +300,7 @@ def fit_network(
     validate: Callable[[], float] | None = None,
     metric: str = "AUROC",
     description: str = "training",
+    on_validation: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Train `network` on mixed batches of normal, labelled and synthetic anomalous images.
 
@@ -302,6 +308,7 @@ def fit_network(
     ``(images, labels)``: normalised float images (channels_last) and float labels, 1 = anomalous.
     Adam with a cosine schedule. When `validate` is given it is called every `eval_every` epochs and
     after the last one; the weights of its highest value (`metric`, for the progress bar) are restored.
+    `on_validation(epoch, value)` is called after each validation (see `select_on_val`).
     """
     cfg = config
     share = cfg.anomaly_share if anomaly_share is None else anomaly_share
@@ -332,7 +339,7 @@ def fit_network(
     optimizer, scheduler = adam_cosine(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
     best = BestState()
     on_epoch_end = select_on_val(network, best, validate, every=cfg.eval_every, epochs=cfg.epochs, metric=metric,
-                                 patience=cfg.patience)
+                                 patience=cfg.patience, on_validation=on_validation)
     mixing = n_anomalous or synthetic != "none"
     history = train_epochs(
         network, loss_fn, batches, optimizer, cfg.epochs, scheduler=scheduler,

@@ -83,3 +83,33 @@ def check_threshold_options(rule: str, k: float | None, value: float | None) -> 
             continue
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
             raise ConfigError(f"{name} {number!r}: must be a finite number.")
+
+
+def read_config_file(path) -> dict:
+    """The run settings (RunConfig fields) stored in a JSON file, for `fit --config FILE`.
+
+    The file is a `defectmine tune` best_config.json or a run folder's config.json (both keep the
+    settings under "run"), or a plain JSON object of RunConfig fields. Unknown fields, a missing file
+    or invalid JSON raise one ConfigError naming the file and the fix.
+    """
+    import json
+    from dataclasses import fields
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file. Fix: pass a best_config.json written by "
+                          "`defectmine tune` or a run folder's config.json.")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--config {path}: not valid JSON ({err}).") from None
+    settings = document.get("run", document) if isinstance(document, dict) else document
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--config {path}: expected a JSON object of run settings (e.g. {{\"data\": ..., "
+                          "\"detector\": \"fcdd\", \"detector_params\": {...}}).")
+    known = [f.name for f in fields(RunConfig)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(known)}.")
+    return dict(settings)
