@@ -12,8 +12,8 @@ label only), and - with injection on - Dynamic Label Injection (`data.injection`
 defects into a share of the normal images, whose pasted masks become pixel labels and whose image labels
 become "anomalous". Loss = segmentation loss over the defective images whose mask is known (per-image
 Dice by default, so that a blowhole of 0.1 % of a tile weighs as much as an uneven region of 30 %) and
-pixel BCE over the known clean ones (`pixel_loss`) + BCE of the image logit over every image. Without labelled anomalies, synthetic ones (cut-paste) train the decision
-head with image labels only.
+pixel BCE over the known clean ones (`pixel_loss`) + BCE of the image logit over every image.
+Without labelled anomalies, synthetic ones (cut-paste) train the decision head with image labels only.
 
 Image score: the decision logit; anomaly map: the per-pixel defect probability at full resolution
 (no stride-8 map stretched up).
