@@ -245,3 +245,31 @@ def test_export_of_a_multi_class_mask_uses_class_indices(synthetic_folder, proje
     row = [os.path.normpath(r.path) for r in records].index(scratch)
     classes = data.classes
     assert set(np.unique(data.class_masks()[row])) == {0, classes.index("scratch"), classes.index("spot")}
+
+
+def _label_directly(project, picks):
+    """Record labels for (path-substring, label, class) picks in one import, as `label import` would."""
+    from defectmine.labelling.store import NewLabel
+
+    with open_store(project) as store:
+        images = store.images()
+        labels = []
+        for needle, label, defect_class in picks:
+            image = next(im for im in images if needle in im.path)
+            labels.append(NewLabel(image.id, label, defect_class, None, "ana", "2026-01-01T00:00:00"))
+        store.apply_import("sha-" + "-".join(p[0] for p in picks), "test", "test", labels, who="ana")
+
+
+def test_next_with_acquisition_functions_of_the_active_package(project):
+    _label_directly(project, [("spot_001", "anomalous", "spot"), ("spot_003", "anomalous", "spot"),
+                              ("scratch_000", "anomalous", "scratch"),
+                              *[(f"normal_00{i}", "normal", "") for i in range(6)]])
+    batch = next_batch(project, 4, strategy="minority", minority="spot", seed=0)
+    picked = [line.split(",")[2] for line in (batch.folder / "batch.csv").read_text().splitlines()[1:]]
+    # the minority discriminator looks for spots: 2 spots are left among 23 candidates (random: 0.35 in 4)
+    assert sum("spot_" in p for p in picked) == 2
+    with pytest.raises(ConfigError, match="--minority"):
+        next_batch(project, 4, strategy="minority", again=True)
+    assert next_batch(project, 3, strategy="kcenter", again=True).n_images == 3
+    with pytest.raises(ConfigError, match="--model"):
+        next_batch(project, 3, strategy="anomaly", again=True)

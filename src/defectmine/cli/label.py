@@ -59,7 +59,11 @@ def init(
 def next_(
     project: Path = PROJECT,
     size: int = typer.Option(20, "--size", "-n", help="Images in the batch."),
-    strategy: str = typer.Option("random", help="random, score (highest anomaly score first; needs --model) or an acquisition function of defectmine.active."),
+    strategy: str = typer.Option("random", help="random, score (highest anomaly score first; needs --model), or an "
+                                 "acquisition function: minority (needs --minority), bald, entropy, kcenter, anomaly."),
+    minority: Optional[str] = typer.Option(None, help="The rare class to look for (--strategy minority)."),
+    embed_weights: Optional[Path] = typer.Option(None, help="Encoder weights for the embeddings of bald / entropy / "
+                                                 "kcenter / minority (e.g. `defectmine pretrain`'s backbone.safetensors)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Saved detector (a run's model/) that ranks the pool and proposes masks."),
     proposal_class: Optional[str] = typer.Option(None, help="Class given to the model's proposals (default: the project's first class)."),
     proposal_threshold: Optional[float] = typer.Option(None, help="Map threshold for proposals while no labelled mask exists to choose it on."),
@@ -76,7 +80,8 @@ def next_(
     from defectmine.labelling import next_batch
 
     batch = next_batch(project, size, strategy=strategy, model=model, seed=seed, who=_who(who), again=again,
-                       proposal_class=proposal_class, proposal_threshold=proposal_threshold, url_prefix=url_prefix)
+                       proposal_class=proposal_class, proposal_threshold=proposal_threshold, url_prefix=url_prefix,
+                       minority=minority, embed_weights=embed_weights)
     console.print(f"round {batch.round_id}: [bold]{batch.n_images}[/] image(s) to label in "
                   f"[bold]{escape(str(batch.folder))}[/] (batch.csv, images/, tasks.json, label_config.xml)")
     if model is not None:

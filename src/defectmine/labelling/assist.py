@@ -35,17 +35,9 @@ class ModelAssist:
         self.store, self.source = store, source
 
     def _pixels(self, images: list[PoolImage]) -> torch.Tensor:
-        from defectmine.pipeline.predict_inputs import DecodedFiles, PredictInput
+        from defectmine.labelling.acquisition import decode_pool
 
-        decoded = DecodedFiles([PredictInput(im.path) for im in images], self.detector.spec_, None)
-        out = []
-        for i, image in enumerate(images):
-            item = decoded[i]
-            if item.model_input is None:
-                raise DataError(f"{image.path}: cannot be read ({item.reason}). Fix: repair or replace it.")
-            out.append(torch.from_numpy(item.model_input))
-        return torch.stack(out) if out else torch.zeros((0, self.detector.spec_.channels, *self.detector.spec_.size),
-                                                        dtype=torch.uint8)
+        return decode_pool(images, self.detector.spec_)
 
     def image_scores(self, images: list[PoolImage]) -> np.ndarray:
         """Anomaly scores (N,) of pool images, decoded and scored BATCH at a time."""

@@ -91,13 +91,14 @@ def init_project(project: Path | str, images: str | None, classes: list[str], wh
 
 # next ----------------------------------------------------------------------------------------------
 def rank(strategy: str, candidates: list[PoolImage], size: int, *, scores: np.ndarray | None,
-         seed: int) -> list[tuple[int, float | None]]:
+         seed: int, store: LabelStore | None = None, assist=None, minority: str | None = None,
+         embed_weights: Path | None = None) -> list[tuple[int, float | None]]:
     """The batch: (image id, score) of `size` candidates in the order to label them.
 
-    "random": a seeded shuffle; "score": highest anomaly score first. Any other name is looked up in
-    `defectmine.active` (the acquisition functions of the active-learning package), the single place
-    where they plug in, as `acquire(name, scores=scores, k=size, seed=seed)` -> candidate indices in
-    rank order (scores: the model's image scores of the candidates, or None without a model)."""
+    "random": a seeded shuffle; "score": highest anomaly score first. Any other name is an acquisition
+    function of `defectmine.active` (minority, bald, entropy, anomaly, kcenter), the single place where
+    they plug in (`labelling.acquisition.registry_order`: the project's pool and labels, embeddings,
+    the model's scores; `minority` names the class wanted by "minority")."""
     if strategy == "random":
         order = np.random.default_rng(seed).permutation(len(candidates))
     elif strategy == "score":
@@ -105,12 +106,12 @@ def rank(strategy: str, candidates: list[PoolImage], size: int, *, scores: np.nd
             raise ConfigError("--strategy score ranks by a model's anomaly score. Fix: pass --model RUN/model.")
         order = np.argsort(-scores, kind="stable")
     else:
-        try:
-            from defectmine.active import acquire  # plug-in point: registry acquisitions
-        except ImportError:
-            raise ConfigError(f"--strategy {strategy!r} is unknown; known: {', '.join(BUILTIN_STRATEGIES)} "
-                              "(others come with defectmine.active, not installed here). Fix: use one of them.") from None
-        order = np.asarray(acquire(strategy, scores=scores, k=size, seed=seed), dtype=int)
+        if store is None:
+            raise ConfigError(f"--strategy {strategy!r} needs the project's store (labels so far).")
+        from defectmine.labelling.acquisition import registry_order
+
+        order = registry_order(strategy, store, candidates, size, assist=assist, seed=seed, minority=minority,
+                               embed_weights=embed_weights)
     order = order[:size]
     return [(candidates[i].id, None if scores is None else float(scores[i])) for i in order]
 
@@ -128,7 +129,8 @@ class BatchSummary:
 
 def next_batch(project: Path | str, size: int, *, strategy: str = "random", model: Path | None = None,
                seed: int = 0, who: str = "", again: bool = False, proposal_class: str | None = None,
-               proposal_threshold: float | None = None, url_prefix: str = "/data/local-files/?d=") -> BatchSummary:
+               proposal_threshold: float | None = None, url_prefix: str = "/data/local-files/?d=",
+               minority: str | None = None, embed_weights: Path | None = None) -> BatchSummary:
     """Rank the unlabelled pool, write batches/round-NNNN/ (batch.csv, tasks.json, label_config.xml,
     images/) and record the round. Images asked in an earlier round and still unlabelled are left out
     unless `again`. The folder appears whole; the round is recorded after it, so an interrupted `next`
@@ -147,7 +149,8 @@ def next_batch(project: Path | str, size: int, *, strategy: str = "random", mode
                             "--again asks for them once more). Fix: add images with `label init --images`.")
         assist = ModelAssist(model, store) if model is not None else None
         scores = assist.image_scores(candidates) if assist is not None else None
-        entries = rank(strategy, candidates, size, scores=scores, seed=seed)
+        entries = rank(strategy, candidates, size, scores=scores, seed=seed, store=store, assist=assist,
+                       minority=minority, embed_weights=embed_weights)
         by_id = {c.id: c for c in candidates}
         batch = [by_id[i] for i, _ in entries]
         regions, note = {}, ""
