@@ -7,11 +7,14 @@ turns its failures into one line that names the piece of work and the fix.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import defectmine
 from defectmine.errors import ConfigError, DefectmineError
 
 #: Seconds to wait for the head node to answer before saying it cannot be reached.
@@ -70,7 +73,7 @@ def ray_session(address: str) -> Iterator:
         if address != "auto":
             _check_reachable(address)
         ray.init(address=None if address == "auto" else address, include_dashboard=False,
-                 logging_level=logging.WARNING)
+                 logging_level=logging.WARNING, runtime_env=_same_code() if address == "auto" else None)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
@@ -82,6 +85,14 @@ def ray_session(address: str) -> Iterator:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _same_code() -> dict:
+    """Workers on this machine import the defectmine this program runs (a source checkout before an
+    installed copy), not whichever one their own sys.path finds first."""
+    source = str(Path(defectmine.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": {"PYTHONPATH": path}}
 
 
 def _check_reachable(address: str) -> None:
