@@ -159,7 +159,7 @@ def table(rows: list[dict], command: str, description: str, serve: bool, identic
         + " (second calls). `ray_scores_identical` = " + ("true" if identical else "**false**")
         + ": every Ray scores.csv " + ("equals" if identical else "does not equal")
         + " the one-process scores.csv byte for byte.",
-        f"The service column (images/s through `defectmine serve`) is "
+        "The service column (images/s through `defectmine serve`) is "
         + ("not written yet by this script" if serve else "absent: `defectmine.serve` does not exist in this checkout")
         + ".",
         f"Load average (1 min) {loads[0][0]:.1f} before and {loads[1][0]:.1f} after the runs on this "
