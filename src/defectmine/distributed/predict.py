@@ -81,7 +81,8 @@ class RayScoreStream:
         from defectmine.progress import progress_bar
 
         with ray_session(self.address) as ray:
-            n_tasks = self.tasks or task_slots(ray, self.resources)
+            slots = task_slots(ray, self.resources)  # also: a task no node can run fails now, not never
+            n_tasks = self.tasks or slots
             shares = split_shares(len(found.items), batch_size, n_tasks)
             if summary.display_range is None:
                 first = first_batch_range(detector, found, summary.overlay_max_side, batch_size, quantile)
