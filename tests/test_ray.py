@@ -75,7 +75,9 @@ def test_without_ray_installed_the_error_gives_the_pip_command(monkeypatch, tmp_
             pass
 
 
-def test_bad_task_resources_are_refused():
+def test_bad_task_resources_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"tasks=0"):
+        predict_folder_ray(tmp_path / "model", str(tmp_path), tmp_path / "out", tasks=0)
     with pytest.raises(ConfigError, match="--ray-cpus 0"):
         TaskResources(cpus=0)
     with pytest.raises(ConfigError, match="--ray-gpus -1"):

@@ -65,7 +65,7 @@ def predict_folder_ray(model_dir: Path, data: str, out_dir: Path, *, address: st
         (decoding processes) is not used: each task decodes its own share.
     """
     if tasks is not None and int(tasks) < 1:
-        raise ConfigError(f"--ray-tasks {tasks}: must be at least 1 (or left out: one per task slot).")
+        raise ConfigError(f"predict_folder_ray(tasks={tasks}): must be at least 1 (or None: one per task slot).")
     step = RayScoreStream(Path(model_dir), address, tasks, resources or TaskResources())
     return predict_folder(model_dir, data, out_dir, score_stream=step, **options)
 
