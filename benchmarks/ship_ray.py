@@ -9,10 +9,13 @@ overlays (predict's default):
   torch thread each). Each W is timed twice: the first call includes starting the worker processes
   (imports of torch and defectmine), the second finds them running. `ray.init` is timed apart.
 
+- through the service: `defectmine serve RUN` in a subprocess (127.0.0.1, micro-batches of 16), the
+  same images posted 16 per multipart request from 2 clients (benchmarks/ship_serve.py's load loop),
+  when `defectmine.serve` exists (reported as absent otherwise).
+
 Every Ray run's scores.csv is compared byte for byte with the one-process scores.csv of the same run:
 `ray_scores_identical` in benchmarks/results/ship/summary.json (shared with the other `ship` scripts)
-is true only when all are. The service column (`defectmine.serve`) is measured when that package
-exists and reported as absent otherwise.
+is true only when all are.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/ship_ray.py
     .venv/bin/python benchmarks/ship_ray.py --images 100 --no-write   # a quick look
@@ -68,6 +71,43 @@ def timed(function, *args, **kwargs) -> tuple[object, float]:
     return result, time.perf_counter() - started
 
 
+def service_row(run_dir: Path, images: Path, n_images: int, per_request: int = 16) -> dict:
+    """images/s of the `images` PNGs posted `per_request` at a time from 2 clients to `defectmine serve
+    run_dir` (a subprocess), after a warm-up; the load loop of benchmarks/ship_serve.py."""
+    import asyncio
+    import math
+    import subprocess
+    from types import SimpleNamespace
+
+    import httpx
+    import ship_serve
+
+    pngs = [path.read_bytes() for path in sorted(images.rglob("*.png"))]
+    port = ship_serve._free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from defectmine.cli import app; app()", "serve", str(run_dir), "--host", ship_serve.HOST,
+         "--port", str(port), "--max-batch", str(per_request), "--review-dir", str(WORK / "review"),
+         "--log-level", "warning"], env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    async def measure() -> dict:
+        async with httpx.AsyncClient(base_url=f"http://{ship_serve.HOST}:{port}", timeout=120.0) as client:
+            await ship_serve._wait_until_up(client, server)
+            many = lambda k: client.post("/score", files=[  # noqa: E731
+                ("files", (f"{k}_{j}.png", pngs[(k * per_request + j) % len(pngs)], "image/png"))
+                for j in range(per_request)])
+            (await many(0)).raise_for_status()  # warm-up
+            limits = SimpleNamespace(requests=math.ceil(n_images / per_request), seconds=600.0)
+            return await ship_serve._level(client, many, 2, per_request, limits)
+
+    try:
+        level = asyncio.run(measure())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"mode": "service", "workers": 1, "call": "second", "images": level["requests"] * per_request,
+            "seconds": level["seconds"], "images_per_second": level["images_per_s"], "failed": level["failed"]}
+
+
 def same_outputs(a: Path, b: Path) -> tuple[bool, bool]:
     """(scores.csv identical, every overlay identical) of two predict output folders."""
     scores = (a / "scores.csv").read_bytes() == (b / "scores.csv").read_bytes()
@@ -115,6 +155,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
         ray.shutdown()
     serve = importlib.util.find_spec("defectmine.serve") is not None
+    if serve:
+        rows.append(service_row(model.parent, images, args.images))
+        print(json.dumps(rows[-1]), flush=True)
     load_after = os.getloadavg()
 
     identical = all(r["scores_identical"] for r in rows if r["mode"] == "Ray")
@@ -128,8 +171,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "rows.json").write_text(json.dumps([{**r, "machine": description, "date": date} for r in rows],
                                                   indent=2) + "\n")
-    speeds = {("one_process" if r["mode"] != "Ray" else f"ray_{r['workers']}_workers"): r["images_per_second"]
-              for r in rows if r["call"] == "second"}
+    names = {"one process": lambda r: "one_process", "service": lambda r: "service",
+             "Ray": lambda r: f"ray_{r['workers']}_workers"}
+    speeds = {names[r["mode"]](r): r["images_per_second"] for r in rows if r["call"] == "second"}
     update_summary(SHIP, {"ray_scores_identical": identical, "ray_images_per_second": speeds})
     replace_section(REPO / "BENCHMARKS.md", "ship-ray", "Ray: predict images/s against the number of workers", text)
 
@@ -151,17 +195,19 @@ def table(rows: list[dict], command: str, description: str, serve: bool, identic
         same = [("yes" if r[k] else "**no**") if k in r else "-" for k in ("scores_identical", "overlays_identical")]
         lines.append(f"| {r['mode']} | {r['workers']} | {r['call']} | {r['images_per_second']:.1f} | "
                      f"{r['seconds']:.1f} | {ray_init} | {same[0]} | {same[1]} |")
-    one = next(r["images_per_second"] for r in rows if r["mode"] != "Ray" and r["call"] == "second")
+    one = next(r["images_per_second"] for r in rows if r["mode"] == "one process" and r["call"] == "second")
     warm = {r["workers"]: r["images_per_second"] for r in rows if r["mode"] == "Ray" and r["call"] == "second"}
     lines += [
         "",
         "Reading: " + "; ".join(f"{w} worker(s) {v / one:.2f}x one process" for w, v in sorted(warm.items()))
+        + "".join(f"; the service {r['images_per_second'] / one:.2f}x" for r in rows if r["mode"] == "service")
         + " (second calls). `ray_scores_identical` = " + ("true" if identical else "**false**")
         + ": every Ray scores.csv " + ("equals" if identical else "does not equal")
         + " the one-process scores.csv byte for byte.",
-        "The service column (images/s through `defectmine serve`) is "
-        + ("not written yet by this script" if serve else "absent: `defectmine.serve` does not exist in this checkout")
-        + ".",
+        ("The service row: `defectmine serve` (one process, micro-batches of 16), the same PNGs posted 16 per "
+         "request from 2 clients over 127.0.0.1, client and server on this machine; its scores are not compared "
+         "(the service answers JSON, not scores.csv)." if serve else
+         "The service row is absent: `defectmine.serve` does not exist in this checkout."),
         f"Load average (1 min) {loads[0][0]:.1f} before and {loads[1][0]:.1f} after the runs on this "
         f"{os.cpu_count()}-core machine, shared with other jobs: the timings are upper bounds, and the ratio "
         "between one process and Ray says little about a machine of free cores.",
