@@ -11,6 +11,7 @@ from rich.markup import escape
 from defectmine.cli.app import app, console, friendly_errors
 from defectmine.cli.options import ModelOptions, given_options, layered_run_config, split_list, with_model_options
 from defectmine.cli.output import print_metrics, print_sweep
+from defectmine.cli.ray_options import RAY, RAY_CPUS, RAY_GPUS, on_ray
 
 DEMO_DETECTOR_PARAMS = {"epochs": 25, "width": 8, "lr": 1e-3, "batch_size": 32}
 
@@ -60,6 +61,9 @@ def sweep(
     out: Path = typer.Option(Path("runs/sweep"), "--out", "-o", help="Folder for sweep_rows.csv, sweep.csv, sweep.json, sweep.png, report.html."),
     tolerance: float = typer.Option(0.01, help="AUROC gain per doubling of anomalies below which collecting more is over-mining."),
     resume: bool = typer.Option(False, help="Keep the finished fits of an interrupted sweep in --out (same settings) and run the rest."),
+    ray: Optional[str] = RAY,
+    ray_cpus: float = RAY_CPUS,
+    ray_gpus: float = RAY_GPUS,
 ):
     """Damage-mining sweep: fit at several numbers of labelled anomalies and say whether more are worth collecting.
 
@@ -81,7 +85,8 @@ def sweep(
     """
     from defectmine.pipeline import run_sweep
 
-    result = run_sweep(
+    sweep_on = run_sweep if ray is None else on_ray("sweep", ray, ray_cpus, ray_gpus)
+    result = sweep_on(
         options.run_config(), ratios=split_list(ratios, "--ratios"), ks=split_list(ks, "--ks", int),
         seeds=split_list(seeds, "--seeds", int), out_dir=out, tolerance=tolerance, resume=resume,
         quiet=options.quiet,
@@ -105,6 +110,9 @@ def predict(
     overwrite: bool = typer.Option(False, help="Replace an earlier predict's outputs in --out (kept until the new ones are complete)."),
     heatmap: str = typer.Option("native", help="Overlay heatmaps: native (the detector's maps) or gradcam."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    ray: Optional[str] = RAY,
+    ray_cpus: float = RAY_CPUS,
+    ray_gpus: float = RAY_GPUS,
 ):
     """Score a folder of images: scores.csv plus heatmap overlays, in constant memory.
 
@@ -112,9 +120,10 @@ def predict(
     """
     from defectmine.pipeline import predict_folder
 
-    s = predict_folder(model, data, out, threshold=threshold, display_quantile=display_quantile,
-                       overlays=overlays, overlay_size=overlay_size, batch_size=batch_size, workers=workers,
-                       skip_bad=skip_bad, overwrite=overwrite, quiet=quiet, heatmap=heatmap)
+    predict_on = predict_folder if ray is None else on_ray("predict", ray, ray_cpus, ray_gpus)
+    s = predict_on(model, data, out, threshold=threshold, display_quantile=display_quantile,
+                   overlays=overlays, overlay_size=overlay_size, batch_size=batch_size, workers=workers,
+                   skip_bad=skip_bad, overwrite=overwrite, quiet=quiet, heatmap=heatmap)
     rate = s.n_scored / s.seconds if s.seconds else float("nan")
     console.print(f"scored [bold]{s.n_scored}[/] of {s.n_listed} image(s) in {s.seconds:.1f} s ({rate:.1f}/s)")
     if s.threshold is not None:

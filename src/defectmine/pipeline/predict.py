@@ -83,7 +83,7 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
                    display_quantile: float | None = None, overlays: bool = True,
                    overlay_size: int = OVERLAY_SIDE, batch_size: int | None = None, workers: int = 0,
                    skip_bad: bool = False, overwrite: bool = False, quiet: bool = False,
-                   heatmap: str = "native") -> PredictSummary:
+                   heatmap: str = "native", score_stream=None) -> PredictSummary:
     """Score every image of a folder (any layout), CSV manifest or single image with a saved model.
 
     Writes scores.csv (path, label, defect_class, score, predicted when a threshold is known, overlay),
@@ -100,6 +100,9 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
         refused without it); other files there are left alone.
     heatmap: "native" (the detector's own maps) or "gradcam" (Grad-CAM of the image score, each map
         scaled to [0, 1], so the display range is [0, 1]).
+    score_stream: the step that scores the listing into the staging folder, called like
+        `_score_stream`; default: this process. `defectmine.distributed` passes one that spreads the
+        listing over Ray tasks; everything around it (options, listing, display range, outputs) stays here.
     """
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -131,9 +134,9 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
-        _score_stream(detector, found, stage, summary, quantile=quantile, heatmap=heatmap,
-                      batch_size=batch_size or getattr(detector.config, "score_batch_size", 32),
-                      workers=workers, skip_bad=skip_bad, quiet=quiet)
+        (score_stream or _score_stream)(detector, found, stage, summary, quantile=quantile, heatmap=heatmap,
+                                        batch_size=batch_size or getattr(detector.config, "score_batch_size", 32),
+                                        workers=workers, skip_bad=skip_bad, quiet=quiet)
         summary.seconds = time.perf_counter() - started
         _write_summary(stage / SUMMARY_FILE, summary, model_dir, data, quantile)
     except BaseException:  # also Ctrl-C: never leave half a prediction behind
@@ -222,17 +225,23 @@ def stream_batches(loader, max_images: int, max_bytes: int = BATCH_BYTES):
 
 
 def _score_stream(detector: Detector, found: Listing, stage: Path, summary: PredictSummary, *, quantile: float,
-                  batch_size: int, workers: int, skip_bad: bool, quiet: bool, heatmap: str = "native") -> None:
-    """Decode, score and write batch by batch into `stage`; updates `summary`."""
+                  batch_size: int, workers: int, skip_bad: bool, quiet: bool, heatmap: str = "native",
+                  indices: range | None = None) -> None:
+    """Decode, score and write batch by batch into `stage`; updates `summary`.
+
+    indices: score only these positions of `found.items` (one share of a distributed predict: row
+    order and overlay names stay those of the whole listing; a share may hold no readable image, the
+    caller checks the whole)."""
     from defectmine.progress import progress_bar
 
     items = found.items
+    share = range(len(items)) if indices is None else indices
     files = DecodedFiles(items, detector.spec_, summary.overlay_max_side)
-    loader = DataLoader(files, batch_size=None, shuffle=False, num_workers=workers, collate_fn=as_is)
+    loader = DataLoader(files, batch_size=None, sampler=share, num_workers=workers, collate_fn=as_is)
     with _Writer(stage, summary.threshold, len(items)) as writer, progress_bar(quiet, True) as bar:
         for path, first in found.duplicates:
             writer.skip(path, f"same file as {first} (a symlink or second path to it); scored once, there")
-        task = bar.add_task("scoring images", total=len(items), status="")
+        task = bar.add_task("scoring images", total=len(share), status="")
         done = 0
         for batch in stream_batches(loader, batch_size):
             bad = [d for d in batch if d.model_input is None]
@@ -240,7 +249,7 @@ def _score_stream(detector: Detector, found: Listing, stage: Path, summary: Pred
                 lines = [f"{items[d.index].path}: {d.reason}" for d in bad]
                 raise DataError(
                     f"{len(bad)} image(s) could not be read:\n{listing(lines)}\nStopped at the first unreadable "
-                    f"file(s) ({done + len(batch)} of {len(items)} images read); nothing was written. Fix: replace "
+                    f"file(s) ({done + len(batch)} of {len(share)} images read); nothing was written. Fix: replace "
                     f"or remove these files, or pass --skip-bad to score the others and list every unreadable file "
                     f"in {SKIPPED_FILE}."
                 )
@@ -255,10 +264,15 @@ def _score_stream(detector: Detector, found: Listing, stage: Path, summary: Pred
             writer.flush()
             done += len(batch)
             bar.update(task, advance=len(batch), status=f"{summary.n_skipped} unreadable" if summary.n_skipped else "")
-    if summary.n_scored == 0:
-        raise DataError(f"none of the {len(items)} image(s) could be read, e.g.:\n{listing(writer.unreadable)}\n"
-                        "Fix: check that the paths point at image files (PNG, JPEG, BMP, TIFF).")
+    if summary.n_scored == 0 and indices is None:
+        raise nothing_readable(len(items), writer.unreadable)
     summary.overlays = summary.out_dir / OVERLAY_DIR if writer.wrote_overlays else None
+
+
+def nothing_readable(n_items: int, examples: list[str]) -> DataError:
+    """The error when not one of `n_items` listed images could be read (`examples`: "path: reason")."""
+    return DataError(f"none of the {n_items} image(s) could be read, e.g.:\n{listing(examples)}\n"
+                     "Fix: check that the paths point at image files (PNG, JPEG, BMP, TIFF).")
 
 
 def _score_batch(detector: Detector, good: list, items: list, writer: "_Writer", summary: PredictSummary,

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 from defectmine.data import ImageDataset
@@ -194,6 +195,7 @@ def run_sweep(
     tolerance: float = 0.01,
     resume: bool = False,
     quiet: bool = False,
+    fits=None,
 ) -> SweepResult:
     """Fit and evaluate the configured detector at every point of a mining sweep, for every seed.
 
@@ -210,6 +212,10 @@ def run_sweep(
         resume: keep the rows of `out_dir/sweep_rows.csv` made with the same settings and fit only the
             missing (point, seed) pairs.
         quiet: no progress bars.
+        fits: what runs the fits: `fits(fit_one, jobs)` yields `(job, fit_one(job))` for every
+            (point, seed) job as its fit ends, in any order; default: one after another in this
+            process. `defectmine.distributed` passes one that runs them as Ray tasks (rows are the same:
+            each fit depends on its point and seed only, and rows are sorted at the end).
 
     Every point is fitted and evaluated along `pipeline.steps.fit_and_evaluate`, as `fit_run` does
     (threshold from val, metrics on test, one split for all points) but writes no model: images are
@@ -241,17 +247,19 @@ def run_sweep(
     write_scores_csv(rows_path, rows)
 
     todo = [(p, s) for p in points for s in seeds if (p.label, s) not in done]
+    # skip_bad may have dropped pool images: those are missing from fit_run's dataset too
+    pool_rows = {(p.label, s): [pool_index[str(r.path)] for r in chosen[p.label, s] if str(r.path) in pool_index]
+                 for p, s in todo}
+    fit_one = partial(_fit_point, base=base, data=data, pool_rows=pool_rows, config_id=config_id)
     with progress_bar(quiet=quiet) as bar:
         task = bar.add_task("mining sweep", total=len(wanted), completed=len(done), status="")
-        for point, seed in todo:
-            bar.update(task, status=f"{point.label} seed {seed}: fitting")
-            config = point.config(base, seed)
-            # skip_bad may have dropped pool images: those are missing from fit_run's dataset too
-            rows_in_pool = [pool_index[str(r.path)] for r in chosen[point.label, seed] if str(r.path) in pool_index]
-            anomalous = pool.subset(rows_in_pool) if rows_in_pool else None
-            prepared = PreparedData(split=split, normal=data.normal, anomalous=anomalous, val=data.val, test=data.test)
-            outcome = fit_and_evaluate(config, prepared)
-            row = _row(point, seed, config_id, prepared, outcome)
+
+        def one_by_one(fit_one, jobs):
+            for point, seed in jobs:
+                bar.update(task, status=f"{point.label} seed {seed}: fitting")
+                yield (point, seed), fit_one((point, seed))
+
+        for (point, seed), row in (fits or one_by_one)(fit_one, todo):
             rows.append(row)
             write_scores_csv(rows_path, rows)
             auroc = row["auroc"]
@@ -268,6 +276,16 @@ def run_sweep(
     result.files = write_sweep_files(result, base, seeds=seeds, seconds=time.perf_counter() - started,
                                     environment=environment())
     return result
+
+
+def _fit_point(job: tuple[SweepPoint, int], *, base, data: PreparedData, pool_rows: dict, config_id: str) -> dict:
+    """Fit and evaluate one (point, seed) on the sweep's decoded data (`data.anomalous`: the whole pool,
+    of which the point takes `pool_rows`); its sweep row."""
+    point, seed = job
+    rows_in_pool = pool_rows[point.label, seed]
+    anomalous = data.anomalous.subset(rows_in_pool) if rows_in_pool else None
+    prepared = replace(data, anomalous=anomalous)
+    return _row(point, seed, config_id, prepared, fit_and_evaluate(point.config(base, seed), prepared))
 
 
 def _row(point: SweepPoint, seed: int, config_id: str, data, outcome) -> dict:
