@@ -119,6 +119,8 @@ class ExportInfo:
             values["spec"] = ImageSpec.from_dict(values["spec"])
         except (ConfigError, TypeError) as err:
             raise DataError(f"{path}: metadata {PREFIX}image_spec is invalid ({err}). {fix}") from None
+        if not isinstance(values["config"], dict) or not isinstance(values["outputs"], list):
+            raise DataError(f"{path}: metadata {PREFIX}config must be a JSON object and {PREFIX}outputs a list. {fix}")
         info = cls(**values)
         if info.kind not in KINDS:
             raise DataError(f"{path}: metadata {PREFIX}kind={info.kind!r}; expected one of {', '.join(KINDS)}. {fix}")
