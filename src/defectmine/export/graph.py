@@ -12,12 +12,12 @@ from torch import nn
 
 from defectmine.data.images import normalise
 from defectmine.errors import ConfigError
-from defectmine.explain.upsample import gaussian_upsample
+from defectmine.models.trained import native_maps_at
 
 
 class DetectorGraph(nn.Module):
     """uint8 (N, C, H, W) -> (score (N,), map (N, H, W)) of a trained detector: `TrainedDetector.score`
-    with native maps (normalise -> `_forward_scores` -> Gaussian upsampling to the input size)."""
+    with native maps (normalise -> `_forward_scores` -> `native_maps_at` the input size)."""
 
     def __init__(self, detector) -> None:
         super().__init__()
@@ -28,8 +28,8 @@ class DetectorGraph(nn.Module):
         self.detector, self.spec = detector, detector.spec_
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, low_res = self.detector._forward_scores(normalise(images, self.spec))
-        return image, gaussian_upsample(low_res, tuple(self.spec.size))
+        image, maps = self.detector._forward_scores(normalise(images, self.spec))
+        return image, native_maps_at(maps, tuple(self.spec.size))
 
 
 class SegmenterGraph(nn.Module):
