@@ -26,6 +26,7 @@ TINY = {
     "fcdd": {"width": 8},
     "classifier": {"width": 8, "stride": 2},
     "liac": {"width": 8, "stride": 2},
+    "segdec": {"width": 4},
     "unet": {"encoder": "cnn", "width": 8},
 }
 CLASSES = ("background", "bright", "dark")
