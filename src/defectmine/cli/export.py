@@ -27,7 +27,8 @@ def export(
     \b
     Examples:
       defectmine export runs/parts --format onnx
-      defectmine predict --model runs/parts/model.onnx --data new_images/ --out preds/
+      defectmine predict --model runs/parts/model.onnx \\
+          --data new_images/ --out preds/
     """
     from defectmine.export import PARITY_TOLERANCE, export_model
 
