@@ -97,7 +97,7 @@ def sweep(
 @app.command()
 @friendly_errors
 def predict(
-    model: Path = typer.Option(..., "--model", "-m", help="Saved model folder (a run's model/)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Saved model folder (a run's model/), or a file from `defectmine export` (model.onnx runs without torch)."),
     data: str = typer.Option(..., "--data", "-d", help="Folder of images (any layout; every image in every sub-folder is scored), CSV manifest, or one image."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder: scores.csv, overlays/, skipped.csv, predict.json. Must be empty or new (see --overwrite)."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold (default: the run's, when the model sits in a run)."),
@@ -118,7 +118,12 @@ def predict(
 
     Example: defectmine predict --model runs/tiles/model --data new_images/ --out preds/
     """
-    from defectmine.pipeline import predict_folder
+    from defectmine.export.metadata import format_of
+
+    if format_of(model) is not None:  # an exported file: onnxruntime, threshold from the file
+        from defectmine.export import predict_exported as predict_folder
+    else:
+        from defectmine.pipeline import predict_folder
 
     predict_on = predict_folder if ray is None else on_ray("predict", ray, ray_cpus, ray_gpus)
     s = predict_on(model, data, out, threshold=threshold, display_quantile=display_quantile,
@@ -127,7 +132,7 @@ def predict(
     rate = s.n_scored / s.seconds if s.seconds else float("nan")
     console.print(f"scored [bold]{s.n_scored}[/] of {s.n_listed} image(s) in {s.seconds:.1f} s ({rate:.1f}/s)")
     if s.threshold is not None:
-        source = "from the run" if s.threshold_source == "run" else "given"
+        source = {"run": "from the run", "exported model": "from the exported model"}.get(s.threshold_source, "given")
         console.print(f"predicted anomalous: {s.n_predicted_anomalous} (threshold {s.threshold:.4g}, {source})")
     if s.n_skipped or s.n_duplicates:
         parts = [f"{s.n_skipped} unreadable"] * bool(s.n_skipped) + [

@@ -4,71 +4,52 @@
     split = make_split(records, n_train_anomalous=8)
     classes = class_list(records)                   # one class list for every split's class masks
     train = ImageDataset(split.train, ImageSpec(size=(256, 256)), classes=classes)
+
+Names are imported on first use (`defectmine._lazy`): decoding images (`images`, `pixels`, `manifest`)
+needs no torch, only datasets do.
 """
 
-from defectmine.data.blending import METHODS as INJECTION_METHODS, CropTransform
-from defectmine.data.builtin import BUILTIN_SETS, elpv, fixed_split, magnetic_tile, shared_dir
-from defectmine.data.dataset import ImageDataset
-from defectmine.data.folder import is_hidden, scan_folder
-from defectmine.data.images import ImageSpec, normalise, prepare_image, prepare_mask, read_image
-from defectmine.data.injection import (
-    Crop,
-    DefectPool,
-    DynamicLabelInjection,
-    Injection,
-    defect_pool,
-    inject,
-)
-from defectmine.data.masks import BACKGROUND, class_list, read_class_mask, read_mask
-from defectmine.data.manifest import read_manifest, write_manifest
-from defectmine.data.records import ANOMALOUS, NORMAL, Record, labels_of
-from defectmine.data.splits import (
-    POSITIVE_RATIOS,
-    Split,
-    make_split,
-    parse_ratio,
-    positive_ratio_subset,
-    take_k,
-)
-from defectmine.data.synthetic import write_synthetic_folder
+from defectmine._lazy import lazy_exports
 
-__all__ = [
-    "ANOMALOUS",
-    "BACKGROUND",
-    "BUILTIN_SETS",
-    "INJECTION_METHODS",
-    "NORMAL",
-    "POSITIVE_RATIOS",
-    "Crop",
-    "CropTransform",
-    "DefectPool",
-    "DynamicLabelInjection",
-    "ImageDataset",
-    "ImageSpec",
-    "Injection",
-    "Record",
-    "Split",
-    "class_list",
-    "defect_pool",
-    "elpv",
-    "fixed_split",
-    "inject",
-    "is_hidden",
-    "labels_of",
-    "magnetic_tile",
-    "make_split",
-    "normalise",
-    "parse_ratio",
-    "positive_ratio_subset",
-    "prepare_image",
-    "prepare_mask",
-    "read_class_mask",
-    "read_image",
-    "read_manifest",
-    "read_mask",
-    "scan_folder",
-    "shared_dir",
-    "take_k",
-    "write_manifest",
-    "write_synthetic_folder",
-]
+_EXPORTS = {
+    "ANOMALOUS": "records",
+    "BACKGROUND": "masks",
+    "BUILTIN_SETS": "builtin",
+    "INJECTION_METHODS": "blending:METHODS",
+    "NORMAL": "records",
+    "POSITIVE_RATIOS": "splits",
+    "Crop": "injection",
+    "CropTransform": "blending",
+    "DefectPool": "injection",
+    "DynamicLabelInjection": "injection",
+    "ImageDataset": "dataset",
+    "ImageSpec": "images",
+    "Injection": "injection",
+    "Record": "records",
+    "Split": "splits",
+    "class_list": "masks",
+    "defect_pool": "injection",
+    "elpv": "builtin",
+    "fixed_split": "builtin",
+    "inject": "injection",
+    "is_hidden": "folder",
+    "labels_of": "records",
+    "magnetic_tile": "builtin",
+    "make_split": "splits",
+    "normalise": "images",
+    "parse_ratio": "splits",
+    "positive_ratio_subset": "splits",
+    "prepare_image": "images",
+    "prepare_mask": "images",
+    "read_class_mask": "masks",
+    "read_image": "images",
+    "read_manifest": "manifest",
+    "read_mask": "masks",
+    "scan_folder": "folder",
+    "shared_dir": "builtin",
+    "take_k": "splits",
+    "write_manifest": "manifest",
+    "write_synthetic_folder": "synthetic",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -9,14 +9,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from defectmine.errors import ConfigError, DataError
 from defectmine.data.masks import read_class_mask, read_mask
 from defectmine.data.pixels import UnreadableFileError, read_pixels
+
+if TYPE_CHECKING:  # torch only for `normalise`: decoding and resizing (predict of an exported model) run without it
+    import torch
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -240,6 +243,8 @@ def prepare_mask(mask: np.ndarray, spec: ImageSpec) -> np.ndarray:
 
 def normalise(batch_uint8: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
     """float32 `(x / 255 - mean) / std` per channel, for (C, H, W) or (N, C, H, W) uint8 tensors."""
+    import torch
+
     if batch_uint8.dtype != torch.uint8:
         raise DataError(
             f"normalise got a {batch_uint8.dtype} tensor. Fix: pass raw uint8 pixels "

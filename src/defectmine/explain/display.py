@@ -9,26 +9,33 @@ different images comparable.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 
 import numpy as np
-import torch
 
 from defectmine.errors import ConfigError
 
 
+def _tensor_type():
+    """torch.Tensor when torch is loaded, else () (nothing is a tensor then): without importing torch, so
+    that overlays of an exported model's maps need no torch."""
+    torch = sys.modules.get("torch")
+    return torch.Tensor if torch is not None else ()
+
+
 def as_numpy(x) -> np.ndarray:
     """A numpy view or copy of a numpy array, torch tensor (any device) or nested list."""
-    if isinstance(x, torch.Tensor):
+    if isinstance(x, _tensor_type()):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
 
 def _finite_min_max(m) -> tuple[float, float] | None:
-    if isinstance(m, torch.Tensor):
+    if isinstance(m, _tensor_type()):
         # Reduce on the tensor's device: full-resolution maps on a GPU can be hundreds of MB.
         t = m.detach()
-        t = t[torch.isfinite(t)]
+        t = t[t.isfinite()]
         if t.numel() == 0:
             return None
         return float(t.min()), float(t.max())

@@ -99,7 +99,7 @@ class ClassifierNetwork(nn.Module):
         weight = self.head.weight[1] - self.head.weight[0]
         # Everything that is not spatial (bias, the D(x) term) is a per-image offset of the map, so
         # that the map's mean stays the logit margin.
-        offset = (self.head.bias[1] - self.head.bias[0]).expand(len(x))
+        offset = (self.head.bias[1] - self.head.bias[0]).expand(x.shape[0])
         if distance is not None:
             offset = offset + distance * weight[-1]
         cam = torch.einsum("c,nchw->nhw", weight[: self.n_map_channels], torch.cat(maps, dim=1))

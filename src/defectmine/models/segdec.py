@@ -137,7 +137,10 @@ class SegDecNetwork(nn.Module):
         features = self.unet.encoder(x)
         seg = self.unet.segmentation_head(self.unet.decoder(features))
         deepest = features[-1]
-        seg_small = F.adaptive_max_pool2d(seg, deepest.shape[-2:])
+        (h, w), (u, v) = seg.shape[-2:], deepest.shape[-2:]
+        # whole blocks: the same as adaptive pooling, and a fixed kernel that the ONNX exporter takes
+        seg_small = (F.max_pool2d(seg, (int(h // u), int(w // v))) if h % u == 0 and w % v == 0
+                     else F.adaptive_max_pool2d(seg, (u, v)))
         head_in = torch.cat([deepest, seg_small], dim=1)
         seg_stats = torch.cat([seg.mean(dim=(2, 3)), seg.amax(dim=(2, 3))], dim=1)
         if self.detach:

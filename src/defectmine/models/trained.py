@@ -19,6 +19,14 @@ from defectmine.models.training import check_training_sets
 HEATMAPS = ("native", "gradcam")
 
 
+def native_maps_at(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A detector's own maps (B, u, v) at the input `size`, float32: low-resolution maps Gaussian-upsampled;
+    maps already at the input size (full-resolution decoders) kept as they are. `score` and the exported
+    graph (`defectmine.export.graph`) both call this."""
+    full_size = tuple(maps.shape[-2:]) == tuple(size)
+    return (maps if full_size else gaussian_upsample(maps, size)).float()
+
+
 class TrainedDetector(Detector):
     """A detector whose network is trained by `fit_network` and scores images batch by batch.
 
@@ -82,10 +90,7 @@ class TrainedDetector(Detector):
             image, low_res = self._forward_scores(batch.contiguous(memory_format=torch.channels_last))
             image_scores.append(image.cpu())
             if native_maps:
-                size = tuple(self.spec_.size)
-                # maps already at the input size (full-resolution decoders) are kept as they are
-                full_size = tuple(low_res.shape[-2:]) == size
-                all_maps.append((low_res if full_size else gaussian_upsample(low_res, size)).float().cpu())
+                all_maps.append(native_maps_at(low_res, tuple(self.spec_.size)).cpu())
         network.train(was_training)
         image = torch.cat(image_scores).numpy() if image_scores else np.zeros(0)
         full = torch.cat(all_maps).numpy().astype(np.float32) if native_maps and all_maps else None

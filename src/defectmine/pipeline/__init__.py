@@ -7,59 +7,41 @@
 
 `evaluation/` computes and `report/` draws; only this package orchestrates. Benchmarks and the sweep
 go through `fit_and_evaluate`, the one fit -> score -> evaluate path.
+
+Names are imported on first use (`defectmine._lazy`): `predict_folder` with an exported model
+(model.onnx) runs without torch.
 """
 
-from defectmine.pipeline.config import RunConfig, check_threshold_options
-from defectmine.pipeline.data import (
-    PreparedData,
-    build_datasets,
-    list_images,
-    load_records,
-    prepare_data,
-    split_records,
-    training_anomalies,
-)
-from defectmine.pipeline.predict import predict_folder
-from defectmine.pipeline.run import RunResult, evaluate_run, fit_run, load_run_config
-from defectmine.pipeline.runinfo import environment
-from defectmine.pipeline.segment_predict import predict_segment_folder
-from defectmine.pipeline.segment_run import SegmentConfig, evaluate_segment_run, fit_segment_run
-from defectmine.pipeline.steps import (
-    Outcome,
-    create_detector,
-    evaluate_scores,
-    fit_and_evaluate,
-    fit_detector,
-    score_sets,
-)
-from defectmine.pipeline.sweep import merge_sweep_rows, run_sweep
+from defectmine._lazy import lazy_exports
 
-__all__ = [
-    "Outcome",
-    "PreparedData",
-    "RunConfig",
-    "RunResult",
-    "SegmentConfig",
-    "build_datasets",
-    "check_threshold_options",
-    "create_detector",
-    "environment",
-    "evaluate_run",
-    "evaluate_scores",
-    "evaluate_segment_run",
-    "fit_and_evaluate",
-    "fit_detector",
-    "fit_run",
-    "fit_segment_run",
-    "list_images",
-    "load_records",
-    "load_run_config",
-    "merge_sweep_rows",
-    "predict_folder",
-    "predict_segment_folder",
-    "prepare_data",
-    "run_sweep",
-    "score_sets",
-    "split_records",
-    "training_anomalies",
-]
+_EXPORTS = {
+    "Outcome": "steps",
+    "PreparedData": "data",
+    "RunConfig": "config",
+    "RunResult": "run",
+    "SegmentConfig": "segment_run",
+    "build_datasets": "data",
+    "check_threshold_options": "config",
+    "create_detector": "steps",
+    "environment": "runinfo",
+    "evaluate_run": "run",
+    "evaluate_scores": "steps",
+    "evaluate_segment_run": "segment_run",
+    "fit_and_evaluate": "steps",
+    "fit_detector": "steps",
+    "fit_run": "run",
+    "fit_segment_run": "segment_run",
+    "list_images": "data",
+    "load_records": "data",
+    "load_run_config": "run",
+    "merge_sweep_rows": "sweep",
+    "predict_folder": "predict",
+    "predict_segment_folder": "segment_predict",
+    "prepare_data": "data",
+    "run_sweep": "sweep",
+    "score_sets": "steps",
+    "split_records": "data",
+    "training_anomalies": "data",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -32,14 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from defectmine.data._messages import MAX_LISTED, listing
 from defectmine.errors import ConfigError, DataError
-from defectmine.models.base import Detector
-from defectmine.models.registry import load_detector
-from defectmine.models.trained import HEATMAPS
 from defectmine.pipeline.predict_inputs import DecodedFiles, Listing, as_is, list_inputs
 from defectmine.pipeline.run_folder import METRICS_FILE, MODEL_DIR, RUN_CONFIG, SCORES_FILE, WEIGHTS_FILE, file_sha256
 
@@ -79,12 +74,22 @@ class PredictSummary:
         return self.out_dir / SKIPPED_FILE if self.n_skipped or self.n_duplicates else None
 
 
-def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: float | None = None,
+def load_detector(model_dir: Path):
+    """A saved detector; torch is imported here, not with the module (an exported model needs none)."""
+    from defectmine.models.registry import load_detector as load
+
+    return load(model_dir)
+
+
+def predict_folder(model_dir, data: str, out_dir: Path, *, threshold: float | None = None,
                    display_quantile: float | None = None, overlays: bool = True,
                    overlay_size: int = OVERLAY_SIDE, batch_size: int | None = None, workers: int = 0,
                    skip_bad: bool = False, overwrite: bool = False, quiet: bool = False,
                    heatmap: str = "native", score_stream=None) -> PredictSummary:
     """Score every image of a folder (any layout), CSV manifest or single image with a saved model.
+
+    model_dir: a saved model folder (a run's model/), or an exported model already loaded
+        (`defectmine.export.load_exported`: threshold and display range come from its file).
 
     Writes scores.csv (path, label, defect_class, score, predicted when a threshold is known, overlay),
     heatmap overlays no larger than `overlay_size` pixels on their longest side, skipped.csv and
@@ -105,17 +110,22 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
         listing over Ray tasks; everything around it (options, listing, display range, outputs) stays here.
     """
     started = time.perf_counter()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    loaded = getattr(model_dir, "takes_numpy", False)
+    out_dir = Path(out_dir)
     _check_options(overlay_size, batch_size, workers, display_quantile)
-    if heatmap not in HEATMAPS:
-        raise ConfigError(f"--heatmap {heatmap!r} is unknown. Fix: use one of {', '.join(HEATMAPS)}.")
+    _check_heatmap(heatmap, loaded)
     _check_out_folder(out_dir, overwrite)
-    detector = load_detector(model_dir)
-    run = run_context(model_dir)
+    if loaded:
+        detector, run = model_dir, model_dir.run_context()
+        model_dir = detector.path
+    else:
+        model_dir = Path(model_dir)
+        detector = load_detector(model_dir)
+        run = run_context(model_dir)
     if threshold is not None:
         threshold, threshold_source = float(threshold), "--threshold"
     elif run.get("threshold") is not None:
-        threshold, threshold_source = float(run["threshold"]), "run"
+        threshold, threshold_source = float(run["threshold"]), run.get("threshold_source", "run")
     else:
         threshold_source = "none"
     quantile = display_quantile if display_quantile is not None else run.get("display_quantile", 0.25)
@@ -146,6 +156,17 @@ def predict_folder(model_dir: Path, data: str, out_dir: Path, *, threshold: floa
         raise
     _move_into_place(stage, out_dir)
     return summary
+
+
+def _check_heatmap(heatmap: str, exported: bool) -> None:
+    if exported and heatmap != "native":  # Grad-CAM needs gradients: it stays in torch
+        raise ConfigError(f"--heatmap {heatmap}: an exported model holds its native maps only (Grad-CAM needs "
+                          "gradients). Fix: use --heatmap native, or predict with the model folder.")
+    if not exported:
+        from defectmine.models.trained import HEATMAPS
+
+        if heatmap not in HEATMAPS:
+            raise ConfigError(f"--heatmap {heatmap!r} is unknown. Fix: use one of {', '.join(HEATMAPS)}.")
 
 
 def _check_options(overlay_size: int, batch_size: int | None, workers: int, quantile: float | None) -> None:
@@ -224,7 +245,7 @@ def stream_batches(loader, max_images: int, max_bytes: int = BATCH_BYTES):
         yield batch
 
 
-def _score_stream(detector: Detector, found: Listing, stage: Path, summary: PredictSummary, *, quantile: float,
+def _score_stream(detector, found: Listing, stage: Path, summary: PredictSummary, *, quantile: float,
                   batch_size: int, workers: int, skip_bad: bool, quiet: bool, heatmap: str = "native",
                   indices: range | None = None) -> None:
     """Decode, score and write batch by batch into `stage`; updates `summary`.
@@ -237,7 +258,7 @@ def _score_stream(detector: Detector, found: Listing, stage: Path, summary: Pred
     items = found.items
     share = range(len(items)) if indices is None else indices
     files = DecodedFiles(items, detector.spec_, summary.overlay_max_side)
-    loader = DataLoader(files, batch_size=None, sampler=share, num_workers=workers, collate_fn=as_is)
+    loader = _loader(files, workers, share)
     with _Writer(stage, summary.threshold, len(items)) as writer, progress_bar(quiet, True) as bar:
         for path, first in found.duplicates:
             writer.skip(path, f"same file as {first} (a symlink or second path to it); scored once, there")
@@ -275,11 +296,27 @@ def nothing_readable(n_items: int, examples: list[str]) -> DataError:
                      "Fix: check that the paths point at image files (PNG, JPEG, BMP, TIFF).")
 
 
-def _score_batch(detector: Detector, good: list, items: list, writer: "_Writer", summary: PredictSummary,
+def _loader(files: DecodedFiles, workers: int, share: range):
+    """The decoded files of `share` in order: in this process (no torch needed), or over DataLoader workers."""
+    if workers == 0:
+        return (files[i] for i in share)
+    try:
+        from torch.utils.data import DataLoader
+    except ImportError:
+        raise ConfigError(f"--workers {workers}: decoding workers need torch, which is not installed here. "
+                          "Fix: pass --workers 0.") from None
+    return DataLoader(files, batch_size=None, sampler=share, num_workers=workers, collate_fn=as_is)
+
+
+def _score_batch(detector, good: list, items: list, writer: "_Writer", summary: PredictSummary,
                  quantile: float, heatmap: str = "native") -> None:
     from defectmine.explain import overlay
 
-    pixels = torch.from_numpy(np.stack([d.model_input for d in good]))
+    pixels = np.stack([d.model_input for d in good])
+    if not getattr(detector, "takes_numpy", False):
+        import torch
+
+        pixels = torch.from_numpy(pixels)
     scores = detector.score(pixels, **({} if heatmap == "native" else {"heatmap": heatmap}))
     maps = scores.maps
     if maps is not None and summary.display_range is None:

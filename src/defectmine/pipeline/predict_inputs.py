@@ -22,7 +22,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
 
 from defectmine.data import read_manifest
 from defectmine.data.folder import is_hidden
@@ -151,11 +150,12 @@ class Decoded:
         return sum(a.nbytes for a in (self.model_input, self.display) if a is not None)
 
 
-class DecodedFiles(Dataset):
+class DecodedFiles:
     """A map-style dataset over files that decodes each one when asked (a DataLoader can spread this
     over workers). Every image is decoded to one uint8 array, brought to the spec for the model and
     shrunk to at most `display_side` pixels for its overlay (None: no overlay copy); the full-size
-    pixels are dropped before the next file, so no image is held at full size for long."""
+    pixels are dropped before the next file, so no image is held at full size for long. A plain class
+    (no torch Dataset base): an exported model predicts without torch."""
 
     def __init__(self, items: list[PredictInput], spec: ImageSpec, display_side: int | None) -> None:
         self.items, self.spec, self.display_side = items, spec, display_side
