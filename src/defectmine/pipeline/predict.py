@@ -23,7 +23,6 @@ into place at the end, so an interrupted or failed predict leaves the earlier ou
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -35,12 +34,11 @@ import numpy as np
 
 from defectmine.data._messages import MAX_LISTED, listing
 from defectmine.errors import ConfigError, DataError
+from defectmine.pipeline.predict_writer import OVERLAY_DIR, SKIPPED_FILE, PredictWriter
 from defectmine.pipeline.predict_inputs import DecodedFiles, Listing, as_is, list_inputs
 from defectmine.pipeline.run_folder import METRICS_FILE, MODEL_DIR, RUN_CONFIG, SCORES_FILE, WEIGHTS_FILE, file_sha256
 
-SKIPPED_FILE = "skipped.csv"
 SUMMARY_FILE = "predict.json"
-OVERLAY_DIR = "overlays"
 OUTPUTS = (SCORES_FILE, SKIPPED_FILE, SUMMARY_FILE, OVERLAY_DIR)
 STAGE_PREFIX = ".predict-partial-"
 #: Longest side of an overlay in pixels, unless asked otherwise.
@@ -259,7 +257,7 @@ def _score_stream(detector, found: Listing, stage: Path, summary: PredictSummary
     share = range(len(items)) if indices is None else indices
     files = DecodedFiles(items, detector.spec_, summary.overlay_max_side)
     loader = _loader(files, workers, share)
-    with _Writer(stage, summary.threshold, len(items)) as writer, progress_bar(quiet, True) as bar:
+    with PredictWriter(stage, summary.threshold, len(items)) as writer, progress_bar(quiet, True) as bar:
         for path, first in found.duplicates:
             writer.skip(path, f"same file as {first} (a symlink or second path to it); scored once, there")
         task = bar.add_task("scoring images", total=len(share), status="")
@@ -308,7 +306,7 @@ def _loader(files: DecodedFiles, workers: int, share: range):
     return DataLoader(files, batch_size=None, sampler=share, num_workers=workers, collate_fn=as_is)
 
 
-def _score_batch(detector, good: list, items: list, writer: "_Writer", summary: PredictSummary,
+def _score_batch(detector, good: list, items: list, writer: "PredictWriter", summary: PredictSummary,
                  quantile: float, heatmap: str = "native") -> None:
     from defectmine.explain import overlay
 
@@ -330,62 +328,6 @@ def _score_batch(detector, good: list, items: list, writer: "_Writer", summary: 
         summary.n_scored += 1
         if summary.threshold is not None:
             summary.n_predicted_anomalous = (summary.n_predicted_anomalous or 0) + int(score >= summary.threshold)
-
-
-class _Writer:
-    """scores.csv and skipped.csv appended row by row (flushed after each batch), overlays written as
-    they come."""
-
-    def __init__(self, stage: Path, threshold: float | None, n_images: int) -> None:
-        self.stage, self.threshold = stage, threshold
-        self.wrote_overlays = False
-        self.unreadable: list[str] = []  # the first few, for an error when nothing could be read
-        self._scores = self._skipped = None
-        self._scores_writer = self._skipped_writer = None
-        self._digits = max(5, len(str(n_images - 1)))  # overlay names sort in scoring order
-
-    def __enter__(self) -> "_Writer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for f in (self._scores, self._skipped):
-            if f is not None:
-                f.close()
-
-    def row(self, item, index: int, score: float, heat: np.ndarray | None) -> None:
-        from defectmine.report.files import save_png
-
-        if self._scores is None:
-            self._open_scores(with_overlay=heat is not None)
-        row = {"path": item.path, "label": item.label, "defect_class": item.defect_class, "score": score}
-        if self.threshold is not None:
-            row["predicted"] = "anomalous" if score >= self.threshold else "normal"
-        if heat is not None:
-            name = f"{index:0{self._digits}d}_{Path(item.path).stem}.png"
-            save_png(self.stage / OVERLAY_DIR / name, heat)
-            row["overlay"] = f"{OVERLAY_DIR}/{name}"
-            self.wrote_overlays = True
-        self._scores_writer.writerow(row)
-
-    def _open_scores(self, with_overlay: bool) -> None:
-        columns = ["path", "label", "defect_class", "score"] + (["predicted"] if self.threshold is not None else [])
-        self._scores = (self.stage / SCORES_FILE).open("w", encoding="utf-8", newline="")
-        self._scores_writer = csv.DictWriter(self._scores, fieldnames=columns + (["overlay"] if with_overlay else []),
-                                             restval="")
-        self._scores_writer.writeheader()
-
-    def skip(self, path: str, reason: str) -> None:
-        if self._skipped is None:
-            self._skipped = (self.stage / SKIPPED_FILE).open("w", encoding="utf-8", newline="")
-            self._skipped_writer = csv.writer(self._skipped)
-            self._skipped_writer.writerow(["path", "reason"])
-        self._skipped_writer.writerow([path, reason])
-
-    def flush(self) -> None:
-        """After each batch: what is scored is on disk before the next batch is read."""
-        for f in (self._scores, self._skipped):
-            if f is not None:
-                f.flush()
 
 
 def _write_summary(path: Path, summary: PredictSummary, model_dir: Path, data: str, quantile: float) -> None:
