@@ -9,11 +9,13 @@ from defectmine.models.base import CONFIG_FILE, Detector, read_model_document
 from defectmine.models.classifier import Classifier
 from defectmine.models.fcdd import FCDD
 from defectmine.models.liac import LIAC
+from defectmine.models.vae_gradcam import VAEGradCAM
 
 DETECTORS: dict[str, type[Detector]] = {
     FCDD.name: FCDD,
     Classifier.name: Classifier,
     LIAC.name: LIAC,
+    VAEGradCAM.name: VAEGradCAM,
 }
 
 

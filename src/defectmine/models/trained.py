@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -25,7 +26,11 @@ class TrainedDetector(Detector):
     Subclasses implement `_forward_scores(batch) -> (image scores (B,), low-resolution maps (B, u, v))`
     on normalised channels_last batches; `score` upsamples the maps to the input size.
     Their config derives from `training.TrainingConfig` (score_batch_size, seed, device, ...).
+    A subclass whose maps are already at the input size (a decoder's output) sets
+    `full_resolution_maps = True`: they are kept as they are, not blurred by the upsampling.
     """
+
+    full_resolution_maps: ClassVar[bool] = False
 
     def _make_backbone(self, spec: ImageSpec) -> Backbone:
         """A backbone as configured (name, stride, width, weights), frozen if freeze_backbone."""
@@ -78,7 +83,8 @@ class TrainedDetector(Detector):
             image, low_res = self._forward_scores(batch.contiguous(memory_format=torch.channels_last))
             image_scores.append(image.cpu())
             if native_maps:
-                all_maps.append(gaussian_upsample(low_res, tuple(self.spec_.size)).cpu())
+                full_size = low_res if self.full_resolution_maps else gaussian_upsample(low_res, tuple(self.spec_.size))
+                all_maps.append(full_size.cpu())
         network.train(was_training)
         image = torch.cat(image_scores).numpy() if image_scores else np.zeros(0)
         full = torch.cat(all_maps).numpy().astype(np.float32) if native_maps and all_maps else None
