@@ -7,6 +7,7 @@ from pathlib import Path
 from defectmine.errors import DataError, lookup
 from defectmine.models.base import CONFIG_FILE, Detector, read_model_document
 from defectmine.models.classifier import Classifier
+from defectmine.models.draem import DRAEM
 from defectmine.models.fcdd import FCDD
 from defectmine.models.liac import LIAC
 from defectmine.models.vae_gradcam import VAEGradCAM
@@ -16,6 +17,7 @@ DETECTORS: dict[str, type[Detector]] = {
     Classifier.name: Classifier,
     LIAC.name: LIAC,
     VAEGradCAM.name: VAEGradCAM,
+    DRAEM.name: DRAEM,
 }
 
 
