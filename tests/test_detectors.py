@@ -15,6 +15,8 @@ FAST_PARAMS = {
     "classifier": {"epochs": 12, "width": 8, "stride": 2, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
     "liac": {"epochs": 12, "width": 8, "stride": 2, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
     "segdec": {"epochs": 12, "width": 4, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
+    "draem": {"epochs": 20, "width": 4, "depth": 2, "batch_size": 8, "lr": 5e-3, "eval_every": 10},
+    "vae_gradcam": {"epochs": 12, "width": 8, "blocks": 3, "batch_size": 16, "lr": 3e-3, "eval_every": 4},
 }
 SPEC = ImageSpec(size=(32, 32), channels=1)
 

@@ -79,8 +79,7 @@ def grad_cam(
                 raise ConfigError(
                     "grad_cam: the target does not depend on this layer. Fix: pick a layer the target is computed from."
                 )
-            weights = grads.mean(dim=(2, 3), keepdim=True)
-            cam = torch.relu((weights * activations).sum(dim=1)).detach()
+            cam = torch.relu(gradient_weighted_sum(activations, grads)).detach()
             if cam.shape[-2:] != images.shape[-2:]:
                 cam = F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             if normalize:
@@ -91,6 +90,18 @@ def grad_cam(
         for module, training in modes:
             module.training = training
     return cam
+
+
+def gradient_weighted_sum(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """sum_k alpha_k A_k (N, h, w) with alpha_k = mean over (h, w) of dy / dA_k: the Grad-CAM sum
+    before its nonlinearity (`grad_cam` applies ReLU; the VAE's attention, a sigmoid). Differentiable,
+    so a loss may be put on it when `grads` come from ``torch.autograd.grad(..., create_graph=True)``."""
+    if activations.ndim != 4 or grads.shape != activations.shape:
+        raise ConfigError(
+            f"gradient_weighted_sum: activations {tuple(activations.shape)} and gradients {tuple(grads.shape)} "
+            "must both be (N, K, h, w)."
+        )
+    return (grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)
 
 
 def _target_function(target: Target) -> Callable[[object], torch.Tensor]:

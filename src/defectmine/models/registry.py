@@ -7,15 +7,19 @@ from pathlib import Path
 from defectmine.errors import DataError, lookup
 from defectmine.models.base import CONFIG_FILE, Detector, read_model_document
 from defectmine.models.classifier import Classifier
+from defectmine.models.draem import DRAEM
 from defectmine.models.fcdd import FCDD
 from defectmine.models.liac import LIAC
 from defectmine.models.segdec import SegDec
+from defectmine.models.vae_gradcam import VAEGradCAM
 
 DETECTORS: dict[str, type[Detector]] = {
     FCDD.name: FCDD,
     Classifier.name: Classifier,
     LIAC.name: LIAC,
     SegDec.name: SegDec,
+    VAEGradCAM.name: VAEGradCAM,
+    DRAEM.name: DRAEM,
 }
 
 

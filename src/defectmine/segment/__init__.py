@@ -6,14 +6,16 @@
     labels = maps.class_index(unet.threshold_, how="max")
 """
 
-from defectmine.segment.config import SegmenterConfig
-from defectmine.segment.losses import SEGMENTATION_LOSSES, segmentation_loss
-from defectmine.segment.networks import SUGGESTED_ENCODERS, build_unet
-from defectmine.segment.registry import SEGMENTERS, create_segmenter, load_segmenter, segmenter_class
-from defectmine.segment.segmenter import AugmentBatch, Segmenter
-from defectmine.segment.unet import UNet, UNetConfig
+from defectmine._lazy import lazy_exports
 
-__all__ = [
-    "SEGMENTATION_LOSSES", "SEGMENTERS", "SUGGESTED_ENCODERS", "AugmentBatch", "Segmenter", "SegmenterConfig",
-    "UNet", "UNetConfig", "build_unet", "create_segmenter", "load_segmenter", "segmentation_loss", "segmenter_class",
-]
+# Imported on first use: the detectors that train a U-Net (segdec, draem) import this package's pure
+# modules (networks, losses, augment), while the segmenters import `models` (base, training); an eager
+# __init__ would tie the two packages into an import cycle.
+_EXPORTS = {
+    "SEGMENTATION_LOSSES": "losses", "SEGMENTERS": "registry", "SUGGESTED_ENCODERS": "networks",
+    "AugmentBatch": "segmenter", "Segmenter": "segmenter", "SegmenterConfig": "config", "UNet": "unet",
+    "UNetConfig": "unet", "build_unet": "networks", "create_segmenter": "registry", "load_segmenter": "registry",
+    "segmentation_loss": "losses", "segmenter_class": "registry",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

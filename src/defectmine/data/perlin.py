@@ -1,0 +1,140 @@
+"""Synthetic defects from the training images themselves, for training a detector without labels
+(DRAEM, Zavrtanik et al., ICCV 2021, without its external texture set):
+
+    images, masks = synthetic_defects(batch_uint8, rng)      # numpy (B, C, H, W) uint8 -> new arrays
+
+Each image becomes, with probability 1 - clean_share, a defective image of one kind drawn from `kinds`:
+
+- "perlin": a thresholded Perlin-noise mask filled with another image of the batch (flipped and
+  rotated, so a foreign texture), blended with opacity 1 - beta, beta in [0, 0.8) (DRAEM eq. 1);
+- "cutpaste" / "poisson": a region of another image of the batch (a Perlin blob or a thin scar) cut
+  out and pasted by `defectmine.data.blending.paste` (the segmentation issue's transform, placement,
+  hard paste and Poisson seamless cloning: nothing is written twice).
+
+Pure functions: new arrays out, randomness from the `numpy.random.Generator` passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from defectmine.data.blending import CropTransform, paste
+from defectmine.errors import ConfigError, DataError
+
+DEFECT_KINDS = ("perlin", "cutpaste", "poisson")
+_BLEND = {"cutpaste": "cutpaste", "poisson": "poisson"}
+
+
+def perlin_noise(shape: tuple[int, int], resolution: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """2D Perlin noise (float32, about [-0.7, 0.7]) of `shape` with `resolution` gradient cells per axis:
+    random unit gradients on a lattice, dot products with the offsets, blended by the quintic fade."""
+    ry, rx = (max(1, int(r)) for r in resolution)
+    angles = rng.uniform(0, 2 * np.pi, (ry + 1, rx + 1))
+    gradients = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+    ys = np.linspace(0, ry, shape[0], endpoint=False)
+    xs = np.linspace(0, rx, shape[1], endpoint=False)
+    y, x = np.meshgrid(ys, xs, indexing="ij")
+    y0, x0 = y.astype(int), x.astype(int)
+    fy, fx = y - y0, x - x0
+
+    def corner(dy: int, dx: int) -> np.ndarray:
+        g = gradients[y0 + dy, x0 + dx]
+        return g[..., 0] * (fy - dy) + g[..., 1] * (fx - dx)
+
+    def fade(t: np.ndarray) -> np.ndarray:
+        return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+    uy, ux = fade(fy), fade(fx)
+    top = corner(0, 0) * (1 - ux) + corner(0, 1) * ux
+    bottom = corner(1, 0) * (1 - ux) + corner(1, 1) * ux
+    return (top * (1 - uy) + bottom * uy).astype(np.float32)
+
+
+def perlin_mask(shape: tuple[int, int], rng: np.random.Generator, *, threshold: float = 0.3,
+                max_scale: int = 6) -> np.ndarray:
+    """A bool mask: Perlin noise of 2**a x 2**b cells (a, b drawn in [0, max_scale)) above `threshold`,
+    DRAEM's anomaly shapes. Never empty: the threshold is lowered until some pixels pass."""
+    a, b = (int(rng.integers(0, max_scale)) for _ in range(2))
+    noise = perlin_noise(shape, (min(2**a, shape[0] // 2 or 1), min(2**b, shape[1] // 2 or 1)), rng)
+    mask = noise > threshold
+    if not mask.any():  # a flat draw: take the top 2 % of its pixels instead
+        mask = noise >= np.quantile(noise, 0.98)
+    return mask
+
+
+def _scar(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A thin line (1-3 px) across a window: crack- and fray-like defects, which blobs do not imitate."""
+    mask = np.zeros(shape, np.uint8)
+    h, w = shape
+    p0 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+    p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+    cv2.line(mask, p0, p1, 1, int(rng.integers(1, 4)))
+    return mask.astype(bool)
+
+
+def _foreign_texture(image_hwc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another image made unlike its neighbours: a random flip and quarter turn (square images), or a
+    flip only (non-square ones, whose shape must stay)."""
+    out = image_hwc[::-1] if rng.random() < 0.5 else image_hwc
+    out = out[:, ::-1] if rng.random() < 0.5 else out
+    if out.shape[0] == out.shape[1]:
+        out = np.rot90(out, int(rng.integers(0, 4)))
+    return np.ascontiguousarray(out)
+
+
+def _perlin_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    mask = perlin_mask(target.shape[:2], rng)
+    beta = rng.uniform(0.0, 0.8)
+    texture = _foreign_texture(source, rng).astype(np.float32)
+    blended = (1 - beta) * texture + beta * target.astype(np.float32)
+    out = target.copy()
+    out[mask] = np.clip(blended[mask], 0, 255).astype(np.uint8)
+    return out, mask
+
+
+def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    h, w = target.shape[:2]
+    wh, ww = (max(4, int(s * rng.uniform(0.15, 0.4))) for s in (h, w))
+    top, left = int(rng.integers(0, h - wh + 1)), int(rng.integers(0, w - ww + 1))
+    pixels = _foreign_texture(source[top:top + wh, left:left + ww], rng)
+    mask = _scar(pixels.shape[:2], rng) if rng.random() < 0.5 else perlin_mask(pixels.shape[:2], rng, max_scale=3)
+    # brightness jitter: a patch of the same surface would otherwise often be invisible
+    gain, offset = rng.uniform(0.6, 1.4), rng.uniform(-40, 40)
+    pixels = np.clip(pixels.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+    new, label, _ = paste(target, pixels, mask, _BLEND[method], CropTransform(), rng)
+    return new, label
+
+
+def synthetic_defects(images: np.ndarray, rng: np.random.Generator, *, kinds: Sequence[str] = DEFECT_KINDS,
+                      clean_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic defects in a batch of normal images (module docstring).
+
+    images: uint8 (B, C, H, W), C = 1 or 3, B >= 1 (the textures come from the other images of the
+    batch; a batch of one uses its own image). Returns new images (B, C, H, W) uint8 and masks
+    (B, H, W) bool, all False for the images left clean (a share `clean_share`, drawn per image).
+    """
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if not kinds or any(k not in DEFECT_KINDS for k in kinds):
+        raise ConfigError(f"synthetic defect kinds {kinds!r}: use one or more of {', '.join(DEFECT_KINDS)}.")
+    if isinstance(clean_share, bool) or not isinstance(clean_share, (int, float)) or not 0 <= clean_share < 1:
+        raise ConfigError(f"clean_share={clean_share!r}: use a share in [0, 1).")
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        shape = getattr(images, "shape", None)
+        raise DataError(f"synthetic_defects takes uint8 numpy images (B, C, H, W), C = 1 or 3; got {shape}. "
+                        "Fix: pass raw pixels (ImageDataset.raw_images().numpy()), before normalising.")
+    hwc = images.transpose(0, 2, 3, 1)
+    out, masks = hwc.copy(), np.zeros((len(images), *images.shape[2:]), bool)
+    for i in range(len(images)):
+        if rng.random() < clean_share:
+            continue
+        source = hwc[(i + 1 + int(rng.integers(0, max(1, len(images) - 1)))) % len(images)]
+        kind = kinds[int(rng.integers(len(kinds)))]
+        if kind == "perlin":
+            out[i], masks[i] = _perlin_defect(hwc[i], source, rng)
+        else:
+            out[i], masks[i] = _pasted_defect(hwc[i], source, kind, rng)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), masks

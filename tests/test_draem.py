@@ -1,0 +1,97 @@
+"""DRAEM-style detector and its synthetic defects: the pure pieces on known values, the options, and
+the labelled-defect path (the fit/score/save/load contract is in test_detectors.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from defectmine.data.perlin import perlin_mask, perlin_noise, synthetic_defects
+from defectmine.errors import ConfigError, DataError
+from defectmine.models.draem import DRAEMNetwork, image_score, ssim
+from defectmine.models.registry import create
+
+
+def _batch(n=6, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(60, 190, (n, 1, size, size)).astype(np.uint8)
+
+
+def test_perlin_noise_repeats_under_a_seed_and_is_smooth():
+    a = perlin_noise((32, 32), (4, 4), np.random.default_rng(1))
+    b = perlin_noise((32, 32), (4, 4), np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).max() < 1.0 and a.std() > 0.05
+    # Perlin noise is 0 on the lattice points (every 8th pixel here)
+    np.testing.assert_allclose(a[::8, ::8], 0.0, atol=1e-6)
+    assert perlin_mask((32, 32), np.random.default_rng(2)).any()
+
+
+@pytest.mark.parametrize("kind", ["perlin", "cutpaste", "poisson"])
+def test_synthetic_defects_change_pixels_only_where_labelled(kind):
+    images = _batch()
+    out, masks = synthetic_defects(images, np.random.default_rng(0), kinds=[kind], clean_share=0.0)
+    assert out.shape == images.shape and out.dtype == np.uint8 and masks.shape == (6, 32, 32)
+    assert masks.any(axis=(1, 2)).all()  # clean_share 0: every image gets a defect
+    changed = (out != images).any(axis=1)
+    if kind == "poisson":  # Poisson blending also smooths the defect's surroundings (inside its box)
+        assert changed.any()
+    else:
+        assert not (changed & ~masks).any()
+    np.testing.assert_array_equal(images, _batch())  # the input is untouched
+
+
+def test_synthetic_defects_leave_a_clean_share_and_check_inputs():
+    images = _batch(n=40)
+    _, masks = synthetic_defects(images, np.random.default_rng(0), clean_share=0.5)
+    assert 8 <= int((~masks.any(axis=(1, 2))).sum()) <= 32
+    with pytest.raises(ConfigError, match="kinds"):
+        synthetic_defects(images, np.random.default_rng(0), kinds=["dtd"])
+    with pytest.raises(ConfigError, match="clean_share"):
+        synthetic_defects(images, np.random.default_rng(0), clean_share=1.0)
+    with pytest.raises(DataError, match="uint8 numpy"):
+        synthetic_defects(images.astype(np.float32), np.random.default_rng(0))
+
+
+def test_ssim_of_identical_images_is_one_and_drops_with_noise():
+    x = torch.rand(2, 1, 16, 16)
+    np.testing.assert_allclose(ssim(x, x).numpy(), [1.0, 1.0], atol=1e-5)
+    assert (ssim(x, x + 0.5 * torch.randn_like(x)) < 0.8).all()
+
+
+def test_image_score_is_the_max_of_the_mean_filtered_map():
+    maps = torch.zeros(2, 9, 9)
+    maps[0, 4, 4] = 9.0           # one hot pixel: a 3x3 mean gives 1
+    maps[1, 3:6, 3:6] = 2.0       # a 3x3 blob of 2: its mean stays 2
+    np.testing.assert_allclose(image_score(maps, 3).numpy(), [1.0, 2.0])
+    np.testing.assert_allclose(image_score(maps, 1).numpy(), [9.0, 2.0])
+
+
+def test_network_maps_are_full_resolution():
+    network = DRAEMNetwork(channels=1, width=4, depth=3).eval()
+    reconstruction, logits = network(torch.zeros(2, 1, 40, 24))
+    assert reconstruction.shape == (2, 1, 40, 24) and logits.shape == (2, 2, 40, 24)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"defects": ["dtd"]}, "defects"),
+    ({"synthetic": "cutpaste"}, "not `synthetic`"),
+    ({"backbone": "resnet18"}, "own networks"),
+    ({"score_pool": 4}, "score_pool"),
+    ({"clean_share": 1.0}, "clean_share"),
+])
+def test_bad_options_are_named(params, match):
+    with pytest.raises(ConfigError, match=match):
+        create("draem", **params)
+
+
+def test_labelled_defects_with_and_without_masks_enter_the_loss():
+    detector = create("draem", device="cpu", width=4, depth=2, quiet=True)
+    network = DRAEMNetwork(1, 4, 2)
+    images = torch.randn(4, 1, 16, 16)
+    masks = torch.zeros(4, 16, 16, dtype=torch.long)
+    masks[2, 4:8, 4:8] = 1
+    recon_rows = torch.tensor([True, True, False, False])
+    all_known = detector._loss(network, (images, images, masks, recon_rows, torch.ones(4, dtype=torch.bool)))
+    one_unknown = detector._loss(network, (images, images, masks, recon_rows, torch.tensor([True, True, True, False])))
+    assert torch.isfinite(all_known) and torch.isfinite(one_unknown)
+    assert not torch.isclose(all_known, one_unknown)  # the image-level term replaces row 3's mask term
