@@ -116,7 +116,7 @@ def _row(job: dict, metrics: dict, fit_seconds: float, speed: dict, device: str,
     test, val = metrics["test"], metrics["val"]
     pixel = metrics.get("test_pixel") or {}
     return {**job, "auroc": test["auroc"], "auprc": test["auprc"], "f1": test["f1"], "accuracy": test["accuracy"],
-            "val_auroc": val["auroc"], "pixel_auroc": pixel.get("auroc"), "pixel_aupro": pixel.get("aupro"),
+            "val_auroc": val["auroc"], "pixel_auroc": pixel.get("pixel_auroc"), "pixel_aupro": pixel.get("aupro"),
             "fit_seconds": fit_seconds, **speed,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "device": device, "threads": threads, "date": time.strftime("%Y-%m-%d")}
