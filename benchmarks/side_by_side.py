@@ -248,8 +248,8 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
     if any(r["dataset"] == dataset and r["model"] in SEGDEC_MODELS for r in rows):
         lines += ["", f"SegDec settings: {json.dumps(SEGDEC_PARAMS)} over the common ones (its own defaults otherwise: "
                   "`cnn` encoder, decoder channels (32, 16, 8), DLI with keep_clean 0.5, selection on the mean of val "
-                  "image and pixel AUROC); "SegDec (no DLI)" the same with injection off. Pixel metrics over the test images whose "
-                  "masks are known. The summary's segdec_* keys come from the variant with the best mean validation AUROC."]
+                  "image and pixel AUROC); 'SegDec (no DLI)' the same with injection off. Pixel metrics over the test "
+                  "images whose masks are known. The summary's segdec_* keys come from the variant with the best mean validation AUROC."]
     trivial = _flag_everything_f1(dataset)
     if trivial is not None:
         lines += ["", f"For scale: flagging every test image as anomalous gives F1 {trivial:.3f} on this split."]
