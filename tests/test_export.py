@@ -27,6 +27,8 @@ TINY = {
     "classifier": {"width": 8, "stride": 2},
     "liac": {"width": 8, "stride": 2},
     "segdec": {"width": 4},
+    "draem": {"width": 4, "depth": 2},
+    "vae_gradcam": {"width": 8, "blocks": 3, "anomaly_map": "residual"},
     "unet": {"encoder": "cnn", "width": 8},
 }
 CLASSES = ("background", "bright", "dark")
@@ -180,3 +182,10 @@ def test_cli_export_reports_parity_and_refuses_an_unknown_format(tmp_path):
     assert isinstance(load_exported(folder / "model.onnx"), ExportedModel)
     bad = CliRunner().invoke(app, ["export", str(folder), "--format", "tflite"])
     assert bad.exit_code == 2 and "--format 'tflite' is unknown" in bad.output and "Traceback" not in bad.output
+
+
+def test_attention_maps_that_need_gradients_are_refused_with_the_fix(tmp_path):
+    folder = tiny_model("vae_gradcam", tmp_path / "vae", anomaly_map="attention")
+    with pytest.raises(ConfigError, match="anomaly_map=residual"):
+        export_model(folder)
+    assert not list(folder.glob("*.onnx"))

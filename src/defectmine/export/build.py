@@ -75,6 +75,10 @@ def export_model(source: Path | str, out: Path | str | None = None, *, format: s
     if format == "onnx":
         _require_onnx()
     model, kind, document = _load(model_dir)
+    if getattr(model, "maps_need_gradients", False):
+        raise ConfigError(f"{model_dir}: this {model.name} model's maps are Grad-CAM attention, which needs gradients "
+                          "and cannot be part of an exported graph. Fix: keep it in torch (`defectmine predict --model "
+                          f"{model_dir}`), or fit it with -p anomaly_map=residual, whose maps export.")
     info = _describe(model, kind, document, model_dir, format)
     graph = graph_for(model, kind)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -163,7 +163,8 @@ class DRAEM(TrainedDetector):
     def _build_network(self, spec: ImageSpec) -> nn.Module:
         return DRAEMNetwork(spec.channels, self.config.width, self.config.depth)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None):
+    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+            on_validation=None):
         cfg = self.config
         network = self._start_fit(normal, anomalous, val)
         batches, steps = self._batches(normal, anomalous)
@@ -174,7 +175,8 @@ class DRAEM(TrainedDetector):
         optimizer, scheduler = adam_cosine(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
         best = BestState()
         on_epoch_end = select_on_val(network, best, validate if has_both_classes(val) else None,
-                                     every=cfg.eval_every, epochs=cfg.epochs, metric="AUROC", patience=cfg.patience)
+                                     every=cfg.eval_every, epochs=cfg.epochs, metric="AUROC", patience=cfg.patience,
+                                     on_validation=on_validation)
         self.history_ = train_epochs(
             network, self._loss, batches, optimizer, cfg.epochs, scheduler=scheduler, steps_per_epoch=steps,
             on_epoch_end=on_epoch_end, should_stop=lambda: best.stopped_epoch is not None,

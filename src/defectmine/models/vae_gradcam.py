@@ -147,7 +147,7 @@ class ConvVAE(nn.Module):
         flat = features.flatten(1)
         mu, logvar = self.to_mu(flat), self.to_logvar(flat).clamp(-10, 10)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        h = self.from_latent(z).view(len(x), -1, *self.grid)
+        h = self.from_latent(z).view(x.shape[0], -1, *self.grid)
         reconstruction = self.out(self.decoder(h))
         if reconstruction.shape[-2:] != x.shape[-2:]:
             reconstruction = F.interpolate(reconstruction, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -196,7 +196,8 @@ class VAEGradCAM(TrainedDetector):
         cfg = self.config
         return ConvVAE(spec, cfg.blocks, cfg.latent, cfg.width)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None):
+    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+            on_validation=None):
         cfg = self.config
         network = self._start_fit(normal, anomalous, val)
 
@@ -212,7 +213,7 @@ class VAEGradCAM(TrainedDetector):
         result = fit_network(
             network, loss_fn, normal, None, config=cfg, spec=self.spec_, device=self.device,
             validate=validate if has_both_classes(val) else None, metric="AUROC",
-            description=f"vae_gradcam (latent {cfg.latent})",
+            description=f"vae_gradcam (latent {cfg.latent})", on_validation=on_validation,
         )
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
@@ -225,6 +226,11 @@ class VAEGradCAM(TrainedDetector):
         """The reconstruction error (mean squared error per image)."""
         output = self.network_(batch)
         return (output.reconstruction - batch).pow(2).flatten(1).mean(dim=1)
+
+    @property
+    def maps_need_gradients(self) -> bool:
+        """True for attention maps (Grad-CAM of z_mu): an exported graph cannot compute them."""
+        return self.config.anomaly_map == "attention"
 
     def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
