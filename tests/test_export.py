@@ -184,8 +184,16 @@ def test_cli_export_reports_parity_and_refuses_an_unknown_format(tmp_path):
     assert bad.exit_code == 2 and "--format 'tflite' is unknown" in bad.output and "Traceback" not in bad.output
 
 
-def test_attention_maps_that_need_gradients_are_refused_with_the_fix(tmp_path):
+def test_attention_maps_that_need_gradients_export_the_score_only(tmp_path):
+    from defectmine.export import load_exported
+    from defectmine.models.registry import load_detector
+
     folder = tiny_model("vae_gradcam", tmp_path / "vae", anomaly_map="attention")
-    with pytest.raises(ConfigError, match="anomaly_map=residual"):
-        export_model(folder)
-    assert not list(folder.glob("*.onnx"))
+    result = export_model(folder)
+    exported = load_exported(result.path)
+    assert exported.info.score_only and "needs gradients" in exported.info.maps
+    pixels = _pixels(3)
+    scores = exported.score(pixels)
+    assert scores.maps is None
+    reference = load_detector(folder).score(torch.from_numpy(pixels), maps=False).image
+    np.testing.assert_allclose(scores.image, reference, atol=1e-4)

@@ -28,6 +28,7 @@ from defectmine.export.metadata import (
     FORMATS,
     INPUT_NAME,
     TORCHSCRIPT_EXTRA,
+    SCORE_ONLY_NOTE,
     ExportInfo,
     check_format,
     describe_outputs,
@@ -75,10 +76,6 @@ def export_model(source: Path | str, out: Path | str | None = None, *, format: s
     if format == "onnx":
         _require_onnx()
     model, kind, document = _load(model_dir)
-    if getattr(model, "maps_need_gradients", False):
-        raise ConfigError(f"{model_dir}: this {model.name} model's maps are Grad-CAM attention, which needs gradients "
-                          "and cannot be part of an exported graph. Fix: keep it in torch (`defectmine predict --model "
-                          f"{model_dir}`), or fit it with -p anomaly_map=residual, whose maps export.")
     info = _describe(model, kind, document, model_dir, format)
     graph = graph_for(model, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +143,8 @@ def _describe(model, kind: str, document: dict, model_dir: Path, format: str) ->
     if run.get("map_range") is not None:
         shown = {"map_min": run["map_range"][0], "map_max": run["map_range"][1],
                  "display_quantile": run.get("display_quantile")}
+    if getattr(model, "maps_need_gradients", False):
+        extra["maps"] = SCORE_ONLY_NOTE
     return ExportInfo(
         kind=kind, name=model.name, format=format, config=document["config"], spec=model.spec_,
         threshold=None if threshold is None else float(threshold), threshold_source=source, version=__version__,
@@ -211,8 +210,8 @@ def _check_parity(model, kind: str, path: Path, info: ExportInfo) -> ExportInfo:
     pixels = _random_pixels(model.spec_, PARITY_BATCH, PARITY_SEED)
     exported = load_exported(path).outputs(pixels.numpy())
     if kind == "detector":
-        scores = model.score(pixels)
-        reference = {"score": scores.image, "map": scores.maps}
+        scores = model.score(pixels, maps=not info.score_only)
+        reference = {"score": scores.image} if info.score_only else {"score": scores.image, "map": scores.maps}
     else:
         maps = model.predict(pixels)
         scores = maps.anomaly_scores("max")

@@ -28,7 +28,12 @@ class DetectorGraph(nn.Module):
         self.detector, self.spec = detector, detector.spec_
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, maps = self.detector._forward_scores(normalise(images, self.spec))
+        batch = normalise(images, self.spec)
+        if getattr(self.detector, "maps_need_gradients", False):
+            # score only: the map output is a (N, 1, 1) placeholder that the runtime never returns
+            image = self.detector.image_scores_of(batch)
+            return image, image.new_zeros((image.shape[0], 1, 1))
+        image, maps = self.detector._forward_scores(batch)
         return image, native_maps_at(maps, tuple(self.spec.size))
 
 

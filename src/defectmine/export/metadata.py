@@ -23,6 +23,8 @@ PREFIX = "defectmine."
 #: The one input of every exported graph: raw uint8 pixels (N, C, H, W) at the image spec.
 INPUT_NAME = "images"
 MAPS_NOTE = "maps: native; gradcam not exported (needs gradients)"
+#: For a detector whose own maps need gradients (vae_gradcam's attention): the graph gives the score only.
+SCORE_ONLY_NOTE = "maps: none (the model's maps are Grad-CAM attention, which needs gradients); score only"
 TORCHSCRIPT_EXTRA = "defectmine.json"
 _TEXT = ("version", "kind", "name", "threshold_source", "maps", "format")
 
@@ -84,6 +86,11 @@ class ExportInfo:
     display_range: dict | None = None
     parity_max_abs_diff: float | None = None
     source: dict = field(default_factory=dict)
+
+    @property
+    def score_only(self) -> bool:
+        """True when the file gives image scores only (the model's maps need gradients)."""
+        return self.maps == SCORE_ONLY_NOTE
 
     def to_props(self) -> dict[str, str]:
         """String key -> string value, every key prefixed with "defectmine."."""

@@ -61,7 +61,8 @@ class ExportedModel:
     def score(self, pixels, *, maps: bool = True) -> Scores:
         """Image scores and maps at the input size, as the checkpoint's `score` (native maps)."""
         out = self.outputs(pixels)
-        return Scores(image=out["score"], maps=out["map"].astype(np.float32) if maps else None)
+        with_maps = maps and not self.info.score_only
+        return Scores(image=out["score"], maps=out["map"].astype(np.float32) if with_maps else None)
 
     def predict(self, pixels) -> ClassMaps:
         """Per-class probabilities (background first) of an exported segmenter, as its `predict`."""
