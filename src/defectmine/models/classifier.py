@@ -23,10 +23,9 @@ from torch import nn
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError
-from defectmine.evaluation.selection import validation_value
 from defectmine.models.losses import classification_loss, loss_parameters, pair_distance
 from defectmine.models.trained import TrainedDetector
-from defectmine.models.training import TrainingConfig, anomalous_slots, fit_network, has_both_classes
+from defectmine.models.training import TrainingConfig, anomalous_slots
 
 
 @dataclass
@@ -129,7 +128,7 @@ class Classifier(TrainedDetector):
     def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
             on_validation=None):
         cfg = self.config
-        network = self._start_fit(normal, anomalous, val)
+        self._start_fit(normal, anomalous, val)
         n_anomalous = 0 if anomalous is None else len(anomalous)
         self.anomaly_share_ = self._anomaly_share(len(normal), n_anomalous)
         slots = anomalous_slots(cfg.batch_size, self.anomaly_share_)
@@ -140,20 +139,10 @@ class Classifier(TrainedDetector):
             images, labels = batch
             return self._loss(model(images), labels)
 
-        def validate() -> float:
-            return validation_value("max_f1", val, self.score(val, maps=False).image)
-
-        result = fit_network(
-            network, loss_fn, normal, anomalous, config=cfg, spec=self.spec_, device=self.device,
-            anomaly_share=self.anomaly_share_, validate=validate if has_both_classes(val) else None,
-            metric="F1", description=f"{self.name} ({cfg.backbone}, {cfg.loss})", on_validation=on_validation,
-        )
-        self.history_ = result.history
-        self.best_epoch_ = result.best_epoch
-        self.stopped_epoch_ = result.stopped_epoch
+        result = self._fit_network(loss_fn, normal, anomalous, val, selection="max_f1",
+                                   description=f"{self.name} ({cfg.backbone}, {cfg.loss})",
+                                   on_validation=on_validation, anomaly_share=self.anomaly_share_)
         self.best_val_f1_ = result.best_value
-        self.synthetic_ = result.synthetic
-        network.eval()
         return self
 
     def _anomaly_share(self, n_normal: int, n_anomalous: int) -> float:

@@ -17,10 +17,9 @@ from torch import nn
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError
-from defectmine.evaluation.selection import validation_value
 from defectmine.models.losses import fcdd_loss, pseudo_huber
 from defectmine.models.trained import TrainedDetector
-from defectmine.models.training import TrainingConfig, fit_network, has_both_classes
+from defectmine.models.training import TrainingConfig
 
 
 @dataclass
@@ -65,25 +64,14 @@ class FCDD(TrainedDetector):
     def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
             on_validation=None):
         cfg = self.config
-        network = self._start_fit(normal, anomalous, val)
+        self._start_fit(normal, anomalous, val)
 
         def loss_fn(model, batch):
             images, labels = batch
             return fcdd_loss(model(images), labels)
 
-        def validate() -> float:
-            return validation_value("auroc", val, self.score(val, maps=False).image)
-
-        result = fit_network(
-            network, loss_fn, normal, anomalous, config=cfg, spec=self.spec_, device=self.device,
-            validate=validate if has_both_classes(val) else None, metric="AUROC",
-            description=f"fcdd ({cfg.backbone})", on_validation=on_validation,
-        )
-        self.history_ = result.history
-        self.best_epoch_ = result.best_epoch
-        self.stopped_epoch_ = result.stopped_epoch
-        self.synthetic_ = result.synthetic
-        network.eval()
+        self._fit_network(loss_fn, normal, anomalous, val, description=f"fcdd ({cfg.backbone})",
+                          on_validation=on_validation)
         return self
 
     def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,9 +14,12 @@ from defectmine.data.images import ImageSpec, normalise
 from defectmine.errors import ConfigError
 from defectmine.explain.upsample import gaussian_upsample
 from defectmine.models.base import Detector, Scores, seed_everything
-from defectmine.models.training import check_training_sets
+from defectmine.evaluation.selection import validation_value
+from defectmine.models.training import FitResult, check_training_sets, fit_network, has_both_classes
 
 HEATMAPS = ("native", "gradcam")
+# What the progress bar calls each model-selection metric.
+SELECTION_LABELS = {"auroc": "AUROC", "max_f1": "F1"}
 
 
 def native_maps_at(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -59,6 +62,26 @@ class TrainedDetector(Detector):
         # channels_last: about 2x faster convolutions on CPU (oneDNN) for these small networks
         self.network_ = self._build_network(normal.spec).to(self.device, memory_format=torch.channels_last)
         return self.network_
+
+    def _fit_network(self, loss_fn, normal: ImageDataset, anomalous: ImageDataset | None, val: ImageDataset | None, *,
+                     selection: str = "auroc", description: str, on_validation=None,
+                     anomaly_share: float | None = None) -> FitResult:
+        """`fit_network` on the network `_start_fit` built, selecting on val by `selection` ("auroc" or
+        "max_f1" of the image scores) when val has both classes; records history_, best_epoch_,
+        stopped_epoch_ and synthetic_, and leaves the network in eval mode."""
+
+        def validate() -> float:
+            return validation_value(selection, val, self.score(val, maps=False).image)
+
+        result = fit_network(
+            self.network_, loss_fn, normal, anomalous, config=self.config, spec=self.spec_, device=self.device,
+            anomaly_share=anomaly_share, validate=validate if has_both_classes(val) else None,
+            metric=SELECTION_LABELS[selection], description=description, on_validation=on_validation,
+        )
+        self.history_, self.best_epoch_ = result.history, result.best_epoch
+        self.stopped_epoch_, self.synthetic_ = result.stopped_epoch, result.synthetic
+        self.network_.eval()
+        return result
 
     @abstractmethod
     def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

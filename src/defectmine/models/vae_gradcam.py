@@ -30,10 +30,9 @@ from torch import nn
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError
-from defectmine.evaluation.selection import validation_value
 from defectmine.explain.gradcam import gradient_weighted_sum
 from defectmine.models.trained import TrainedDetector
-from defectmine.models.training import TrainingConfig, fit_network, has_both_classes
+from defectmine.models.training import TrainingConfig
 
 ANOMALY_MAPS = ("attention", "residual")
 
@@ -199,27 +198,16 @@ class VAEGradCAM(TrainedDetector):
     def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
             on_validation=None):
         cfg = self.config
-        network = self._start_fit(normal, anomalous, val)
+        self._start_fit(normal, anomalous, val)
 
         def loss_fn(model, batch):
             images, _ = batch
             return vae_gradcam_loss(model(images), images, beta=cfg.beta, barrier_weight=cfg.barrier_weight,
                                     t=cfg.barrier_t)
 
-        def validate() -> float:
-            return validation_value("auroc", val, self.score(val, maps=False).image)
-
         # Normal images only: labelled anomalies are left out of training (unsupervised method).
-        result = fit_network(
-            network, loss_fn, normal, None, config=cfg, spec=self.spec_, device=self.device,
-            validate=validate if has_both_classes(val) else None, metric="AUROC",
-            description=f"vae_gradcam (latent {cfg.latent})", on_validation=on_validation,
-        )
-        self.history_ = result.history
-        self.best_epoch_ = result.best_epoch
-        self.stopped_epoch_ = result.stopped_epoch
-        self.synthetic_ = result.synthetic
-        network.eval()
+        self._fit_network(loss_fn, normal, None, val, description=f"vae_gradcam (latent {cfg.latent})",
+                          on_validation=on_validation)
         return self
 
     def image_scores_of(self, batch: torch.Tensor) -> torch.Tensor:
