@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from defectmine.cli import app
@@ -141,7 +142,14 @@ def test_ray_sweep_rows_are_the_serial_rows(local_ray, tmp_path):
 
     data = write_synthetic_folder(tmp_path / "data", n_normal=40, n_anomalous=16, size=32)
     base = RunConfig(data=str(data), detector="fcdd", detector_params=dict(TINY, epochs=2), image_size=32)
-    serial = run_sweep(base, ks=[1, 4], seeds=[0, 1], out_dir=tmp_path / "serial", quiet=True)
+    # each Ray fit runs on the one core Ray gave it; the serial fits then use one thread too (float sums
+    # over another number of threads differ in the last bits, and a fit amplifies that)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = run_sweep(base, ks=[1, 4], seeds=[0, 1], out_dir=tmp_path / "serial", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
     spread = run_sweep_ray(base, ks=[1, 4], seeds=[0, 1], out_dir=tmp_path / "ray", quiet=True)
 
     def without_timings(rows):

@@ -53,9 +53,9 @@ def test_early_stopping_ends_training_after_patience_checks_without_gain(monkeyp
     val = ImageDataset.from_tensor(torch.randint(0, 255, (6, 1, 16, 16), dtype=torch.uint8, generator=generator), spec,
                                    labels=[0, 0, 0, 1, 1, 1], split="val")
     values = iter([0.5, 0.9, 0.8, 0.7, 0.95, 0.99, 0.99, 0.99, 0.99, 0.99])  # best at check 2, then no gain twice
-    import defectmine.models.fcdd as fcdd_module
+    import defectmine.models.trained as trained_module
 
-    monkeypatch.setattr(fcdd_module, "validation_value", lambda metric, val, scores: next(values))
+    monkeypatch.setattr(trained_module, "validation_value", lambda metric, val, scores: next(values))
     detector = create("fcdd", epochs=10, eval_every=1, patience=2, width=4, batch_size=4, device="cpu", quiet=True)
     detector.fit(normal, val=val)
     assert detector.best_epoch_ == 1 and detector.stopped_epoch_ == 3 and len(detector.history_) == 4

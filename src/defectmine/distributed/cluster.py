@@ -123,6 +123,9 @@ def task_slots(ray, resources: TaskResources) -> int:
     return int(sum(fits))
 
 
+#: Seconds to wait for cancelled tasks to end before the error is raised.
+CANCEL_WAIT_S = 60
+
 def results_as_done(ray, pieces: dict) -> Iterator[tuple[object, object]]:
     """(ref, result) of every task in `pieces` (ObjectRef -> a name for the piece of work) as each
     ends. The first failure stops the rest (they are cancelled) and raises one error naming the piece:
@@ -138,6 +141,10 @@ def results_as_done(ray, pieces: dict) -> Iterator[tuple[object, object]]:
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+        if pending:
+            # cancelling is asynchronous: wait until the cancelled tasks have ended, so that none of them
+            # still writes into the staging folder that the caller removes next
+            ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
 
 
 def task_error(piece: str, err: Exception) -> DefectmineError:
