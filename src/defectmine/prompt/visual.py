@@ -1,0 +1,106 @@
+"""Visual prompts, offline: a few examples per concept matched against our encoders' features.
+
+A query is a `VisualQuery`: a name ("crack", "background tile") and a few examples, each an image
+with an optional mask of the concept's pixels (no mask: the whole image is the concept, e.g. a crop).
+The query's prototype is the mean encoder feature over its examples' concept pixels. An image pixel's
+map value for a query is sigmoid(cos(f - c, prototype - c) / temperature), where c, the mean of
+the prototypes of all queries of the call, centres the (ReLU, all-positive) features so that cosine
+similarities spread over [-1, 1]. MC dropout: with `dropout` > 0, stochastic passes drop feature
+channels (element-wise) before the similarity, a cheap head-only dropout on a dropout-free encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from defectmine.backbones.encoder import Encoder
+from defectmine.data.images import ImageSpec, normalise
+from defectmine.errors import ConfigError
+
+MIN_SIDE = 32  # small crops are enlarged to this side so that stride-8 features still see a few cells
+FEATURE_STRIDE = 4  # every selected encoder map is resized to image size / 4 and concatenated
+
+
+@dataclass
+class VisualQuery:
+    """One concept: `examples` are uint8 (C, H, W) arrays; `masks` (optional) bool (H, W) per example."""
+
+    name: str
+    examples: list[np.ndarray]
+    masks: list[np.ndarray | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.examples:
+            raise ConfigError(f"visual query {self.name!r} has no example images. Fix: give at least one crop.")
+        if not self.masks:
+            self.masks = [None] * len(self.examples)
+        if len(self.masks) != len(self.examples):
+            raise ConfigError(f"visual query {self.name!r}: {len(self.examples)} examples but {len(self.masks)} masks.")
+        for example, mask in zip(self.examples, self.masks):
+            if mask is not None and (mask.shape != example.shape[-2:] or not mask.any()):
+                raise ConfigError(f"visual query {self.name!r}: a mask must have its example's size and mark some pixels.")
+
+
+class VisualPromptBackend:
+    """Prototype similarity on an encoder's multi-scale features (see the module docstring)."""
+
+    def __init__(self, encoder: Encoder, spec: ImageSpec, *, temperature: float = 0.1, dropout: float = 0.0,
+                 device: str | torch.device = "cpu") -> None:
+        if not temperature > 0:
+            raise ConfigError(f"temperature={temperature!r} must be > 0.")
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"dropout={dropout!r} must be in [0, 1).")
+        self.encoder = encoder.eval().to(device)
+        self.spec, self.temperature, self.dropout, self.device = spec, temperature, dropout, torch.device(device)
+
+    @property
+    def has_dropout(self) -> bool:
+        return self.dropout > 0
+
+    def features(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """(N, D, H / 4, W / 4): every encoder map resized to a quarter of the image and concatenated."""
+        height, width = images_uint8.shape[-2:]
+        size = (max(1, height // FEATURE_STRIDE), max(1, width // FEATURE_STRIDE))
+        x = normalise(images_uint8.to(self.device), self.spec)
+        maps = [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in self.encoder(x)]
+        # Each stage is normalised on its own, so the deep stages' large activations do not drown the rest.
+        return torch.cat([F.normalize(m, dim=1) for m in maps], dim=1)
+
+    def prototype(self, query: VisualQuery) -> torch.Tensor:
+        """(D,): the mean feature over the concept's pixels of every example."""
+        vectors = []
+        for example, mask in zip(query.examples, query.masks):
+            image = torch.as_tensor(np.ascontiguousarray(example))[None]
+            mask_t = torch.ones(image.shape[-2:]) if mask is None else torch.as_tensor(mask, dtype=torch.float32)
+            scale = max(1.0, MIN_SIDE / min(image.shape[-2:]))
+            if scale > 1:
+                size = [round(s * scale) for s in image.shape[-2:]]
+                image = F.interpolate(image.float(), size=size, mode="bilinear", align_corners=False).round().to(torch.uint8)
+                mask_t = F.interpolate(mask_t[None, None], size=size, mode="nearest")[0, 0]
+            feats = self.features(image)[0]
+            weight = F.adaptive_avg_pool2d(mask_t[None, None].to(feats), feats.shape[-2:])[0, 0]
+            if weight.sum() <= 0:
+                weight = torch.ones_like(weight)
+            vectors.append((feats * weight).sum((1, 2)) / weight.sum())
+        return torch.stack(vectors).mean(0)
+
+    @torch.no_grad()
+    def maps(self, images_uint8: torch.Tensor, foreground: Sequence[VisualQuery], background: Sequence[VisualQuery],
+             *, stochastic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = [*foreground, *background]
+        prototypes = torch.stack([self.prototype(q) for q in queries])
+        centre = prototypes.mean(0)
+        feats = self.features(images_uint8)
+        if stochastic and self.dropout:
+            feats = F.dropout(feats, p=self.dropout, training=True)
+        feats = F.normalize(feats - centre[None, :, None, None], dim=1)
+        protos = F.normalize(prototypes - centre, dim=1)
+        cosine = torch.einsum("ndhw,qd->qnhw", feats, protos)
+        maps = torch.sigmoid(cosine / self.temperature)
+        maps = F.interpolate(maps, size=images_uint8.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
+        return maps[:len(foreground)].cpu(), maps[len(foreground):].cpu()
