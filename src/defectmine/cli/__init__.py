@@ -4,7 +4,7 @@ Commands only parse options and call `defectmine.pipeline` / `defectmine.pretrai
 shown as one red line (file and fix), never a traceback.
 """
 
-from defectmine.cli import commands, detectors, label, segment, serve, tune  # noqa: F401  (registers the commands on `app`)
+from defectmine.cli import commands, detectors, label, prompt, segment, serve, synth, tune  # noqa: F401  (registers the commands on `app`)
 from defectmine.cli.app import app, console, err_console
 
 __all__ = ["app", "console", "err_console", "main"]
