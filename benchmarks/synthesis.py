@@ -103,7 +103,7 @@ def run_prompt(args) -> dict:
     started = time.time()
     data = _data(None, args.image_size)
     encoder, folder = _encoder(data, args)
-    backend = VisualPromptBackend(encoder, data.test.spec, dropout=0.2, device=args.device)
+    backend = VisualPromptBackend(encoder, data.test.spec, dropout=0.2, match=args.match, device=args.device)
     fg, bg = _queries(data)
     keep = data.test.mask_available
     images, truth = data.test.raw_images()[torch.as_tensor(keep)], data.test.masks()[keep]
@@ -112,13 +112,13 @@ def run_prompt(args) -> dict:
     return {"ensemble": ensemble, "singles": singles, "n_test_images": int(keep.sum()),
             "n_train_anomalies_used": 2 * N_QUERIES, "encoder": f"cnn width 8, mim pretrain {args.pretrain_epochs} "
             f"epochs on {len(data.normal)} training normals at {args.image_size} px", "mc_samples": args.mc_samples,
-            "seconds": time.time() - started, "machine": machine_description()}
+            "match": args.match, "seconds": time.time() - started, "machine": machine_description()}
 
 
 def prompt_table(row: dict) -> str:
     singles = row["singles"]
     mean = lambda key: np.mean([s[key] for s in singles])  # noqa: E731
-    lines = [f"Visual prompts, encoder: {row['encoder']}; {N_QUERIES} foreground queries (2 training defects "
+    lines = [f"Visual prompts (match: {row['match']}), encoder: {row['encoder']}; {N_QUERIES} foreground queries (2 training defects "
              f"with their masks each) and {N_QUERIES} background queries (2 training normals each); "
              f"{row['n_test_images']} test images with masks; mask = foreground > background; MC dropout: "
              f"{row['mc_samples']} passes, feature dropout 0.2.", "",
@@ -241,6 +241,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--mc-samples", type=int, default=8)
+    parser.add_argument("--match", default="nearest", choices=["nearest", "prototype"])
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=10)
@@ -256,7 +257,7 @@ def main() -> None:
               "(2 CPU cores shared with other jobs: timings are upper bounds)  ", ""]
     sections, summary = [], {}
     if "prompt" in args.parts:
-        row = _cached(RESULTS / f"prompt-{tag}-e{args.pretrain_epochs}.json", lambda: run_prompt(args))
+        row = _cached(RESULTS / f"prompt-{tag}-e{args.pretrain_epochs}-{args.match}.json", lambda: run_prompt(args))
         sections += ["### Prompted segmentation (visual prompts, our SSL encoder)", "", prompt_table(row), ""]
         summary.update(prompt_ensemble_iou=row["ensemble"]["iou"],
                        prompt_single_iou=float(np.mean([s["iou"] for s in row["singles"]])),

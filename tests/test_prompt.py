@@ -71,10 +71,13 @@ def _queries():
     return [bright], [dark]
 
 
-def test_visual_prompts_find_the_prompted_concept():
+@pytest.mark.parametrize("match", ["prototype", "nearest"])
+def test_visual_prompts_find_the_prompted_concept(match):
     images, masks = _bright_square_images()
     fg, bg = _queries()
-    result = prompt_segment(_visual_backend(), images, fg, bg, uncertainty="spread")
+    backend = _visual_backend()
+    backend.match = match
+    result = prompt_segment(backend, images, fg, bg, uncertainty="spread")
     assert result.mask.shape == masks.shape
     inside, outside = result.probability[masks].mean(), result.probability[~masks].mean()
     assert inside > outside + 0.2, (inside, outside)
@@ -94,6 +97,8 @@ def test_visual_mc_dropout_is_seeded_and_needs_dropout():
 
 def test_bad_queries_and_images_are_refused():
     fg, bg = _queries()
+    with pytest.raises(ConfigError, match="unknown"):
+        VisualPromptBackend(build_encoder("cnn", 1, width=8), SPEC, match="closest")
     with pytest.raises(ConfigError, match="no example"):
         VisualQuery("empty", [])
     with pytest.raises(ConfigError, match="at least one foreground"):

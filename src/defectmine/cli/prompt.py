@@ -30,6 +30,7 @@ def prompt_segment(
     image_size: int = typer.Option(128, help="Images are resized to SIZE x SIZE."),
     channels: int = typer.Option(1, help="1 (grayscale) or 3 (RGB)."),
     temperature: float = typer.Option(0.1, help="Visual prompts: similarity temperature (smaller = sharper maps)."),
+    match: str = typer.Option("nearest", help="Visual prompts: nearest (most similar example cell) or prototype (mean example feature)."),
     mc_samples: int = typer.Option(0, help="MC-dropout passes for the 'mc' uncertainty (0: none)."),
     dropout: float = typer.Option(0.1, help="Visual prompts: feature dropout of the MC passes."),
     uncertainty: str = typer.Option("entropy", help="Uncertainty shown and written: entropy, spread (query disagreement) or mc."),
@@ -64,7 +65,8 @@ def prompt_segment(
 
         resolved = resolve_init_weights(weights, encoder, width, 8) if weights is not None else None
         backend = VisualPromptBackend(build_encoder(encoder, channels, width=width, weights=resolved), spec,
-                                      temperature=temperature, dropout=dropout if mc_samples else 0.0)
+                                      temperature=temperature, match=match,
+                                      dropout=dropout if mc_samples else 0.0)
         scale = source_scale(data, spec)
         fg = [visual_query(q, spec, scale) for q in foreground]
         bg = [visual_query(q, spec, scale) for q in background]

@@ -3,7 +3,9 @@
 A query is a `VisualQuery`: a name ("crack", "background tile") and a few examples, each an image
 with an optional mask of the concept's pixels (no mask: the whole image is the concept, e.g. a crop).
 The query's prototype is the mean encoder feature over its examples' concept pixels. An image pixel's
-map value for a query is sigmoid(cos(f - c, prototype - c) / temperature), where c, the mean of
+map value for a query is sigmoid(cos(f - c, prototype - c) / temperature) (match="prototype"), or the
+same with the most similar single example cell in place of the prototype (match="nearest", a small
+memory bank per query, as PatchCore's nearest neighbour), where c, the mean of
 the prototypes of all queries of the call, centres the (ReLU, all-positive) features so that cosine
 similarities spread over [-1, 1]. MC dropout: with `dropout` > 0, stochastic passes drop feature
 channels (element-wise) before the similarity, a cheap head-only dropout on a dropout-free encoder.
@@ -23,7 +25,8 @@ from defectmine.data.images import ImageSpec, normalise
 from defectmine.errors import ConfigError
 
 MIN_SIDE = 32  # small crops are enlarged to this side so that stride-8 features still see a few cells
-FEATURE_STRIDE = 4  # every selected encoder map is resized to image size / 4 and concatenated
+FEATURE_STRIDE = 4
+MATCHES = ("prototype", "nearest")  # every selected encoder map is resized to image size / 4 and concatenated
 
 
 @dataclass
@@ -50,13 +53,16 @@ class VisualPromptBackend:
     """Prototype similarity on an encoder's multi-scale features (see the module docstring)."""
 
     def __init__(self, encoder: Encoder, spec: ImageSpec, *, temperature: float = 0.1, dropout: float = 0.0,
-                 device: str | torch.device = "cpu") -> None:
+                 match: str = "prototype", device: str | torch.device = "cpu") -> None:
+        if match not in MATCHES:
+            raise ConfigError(f"match={match!r} is unknown. Fix: use one of {', '.join(MATCHES)}.")
         if not temperature > 0:
             raise ConfigError(f"temperature={temperature!r} must be > 0.")
         if not 0 <= dropout < 1:
             raise ConfigError(f"dropout={dropout!r} must be in [0, 1).")
         self.encoder = encoder.eval().to(device)
         self.spec, self.temperature, self.dropout, self.device = spec, temperature, dropout, torch.device(device)
+        self.match = match
 
     @property
     def has_dropout(self) -> bool:
@@ -71,9 +77,10 @@ class VisualPromptBackend:
         # Each stage is normalised on its own, so the deep stages' large activations do not drown the rest.
         return torch.cat([F.normalize(m, dim=1) for m in maps], dim=1)
 
-    def prototype(self, query: VisualQuery) -> torch.Tensor:
-        """(D,): the mean feature over the concept's pixels of every example."""
-        vectors = []
+    def example_features(self, query: VisualQuery) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, D) features of every feature cell of the examples and (M,) the share of each cell inside the
+        concept's mask (1 everywhere for crops without a mask)."""
+        vectors, weights = [], []
         for example, mask in zip(query.examples, query.masks):
             image = torch.as_tensor(np.ascontiguousarray(example))[None]
             mask_t = torch.ones(image.shape[-2:]) if mask is None else torch.as_tensor(mask, dtype=torch.float32)
@@ -84,23 +91,34 @@ class VisualPromptBackend:
                 mask_t = F.interpolate(mask_t[None, None], size=size, mode="nearest")[0, 0]
             feats = self.features(image)[0]
             weight = F.adaptive_avg_pool2d(mask_t[None, None].to(feats), feats.shape[-2:])[0, 0]
-            if weight.sum() <= 0:
-                weight = torch.ones_like(weight)
-            vectors.append((feats * weight).sum((1, 2)) / weight.sum())
-        return torch.stack(vectors).mean(0)
+            if weight.sum() <= 0:  # a mask thinner than one feature cell: take its nearest cells
+                weight = (weight >= weight.max()).to(feats)
+            vectors.append(feats.flatten(1).T)
+            weights.append(weight.flatten())
+        return torch.cat(vectors), torch.cat(weights)
+
+    def prototype(self, query: VisualQuery) -> torch.Tensor:
+        """(D,): the mean feature over the concept's pixels of every example."""
+        vectors, weights = self.example_features(query)
+        return (vectors * weights[:, None]).sum(0) / weights.sum()
 
     @torch.no_grad()
     def maps(self, images_uint8: torch.Tensor, foreground: Sequence[VisualQuery], background: Sequence[VisualQuery],
              *, stochastic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         queries = [*foreground, *background]
-        prototypes = torch.stack([self.prototype(q) for q in queries])
+        examples = [self.example_features(q) for q in queries]
+        prototypes = torch.stack([(v * w[:, None]).sum(0) / w.sum() for v, w in examples])
         centre = prototypes.mean(0)
         feats = self.features(images_uint8)
         if stochastic and self.dropout:
             feats = F.dropout(feats, p=self.dropout, training=True)
         feats = F.normalize(feats - centre[None, :, None, None], dim=1)
-        protos = F.normalize(prototypes - centre, dim=1)
-        cosine = torch.einsum("ndhw,qd->qnhw", feats, protos)
+        if self.match == "prototype":
+            cosine = torch.einsum("ndhw,qd->qnhw", feats, F.normalize(prototypes - centre, dim=1))
+        else:  # the nearest example cell inside the concept (cells at least half inside its mask)
+            cosine = torch.stack([
+                torch.einsum("ndhw,md->nhwm", feats, F.normalize(v[w >= 0.5 * w.max()] - centre, dim=1)).amax(-1)
+                for v, w in examples])
         maps = torch.sigmoid(cosine / self.temperature)
         maps = F.interpolate(maps, size=images_uint8.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
         return maps[:len(foreground)].cpu(), maps[len(foreground):].cpu()
