@@ -59,9 +59,9 @@ def _encoder(data, args):
     from defectmine.backbones import build_encoder
     from defectmine.pretrain import pretrain
 
-    folder = WORK / f"pretrain-mim-{args.image_size}px-e{args.pretrain_epochs}"
+    folder = WORK / f"pretrain-{args.pretrain_method}-{args.image_size}px-e{args.pretrain_epochs}"
     if not (folder / "backbone.safetensors").is_file():
-        pretrain(data.normal, out_dir=folder, method="mim", backbone="cnn", width=8, epochs=args.pretrain_epochs,
+        pretrain(data.normal, out_dir=folder, method=args.pretrain_method, backbone="cnn", width=8, epochs=args.pretrain_epochs,
                  seed=0, device=args.device, quiet=True)
     torch.manual_seed(0)
     return build_encoder("cnn", 1, width=8, weights=folder / "backbone.safetensors"), folder
@@ -110,7 +110,7 @@ def run_prompt(args) -> dict:
     ensemble = _scores(prompt_segment(backend, images, fg, bg, mc_samples=args.mc_samples, seed=0), truth)
     singles = [_scores(prompt_segment(backend, images, [f], [b]), truth) for f, b in zip(fg, bg)]
     return {"ensemble": ensemble, "singles": singles, "n_test_images": int(keep.sum()),
-            "n_train_anomalies_used": 2 * N_QUERIES, "encoder": f"cnn width 8, mim pretrain {args.pretrain_epochs} "
+            "n_train_anomalies_used": 2 * N_QUERIES, "encoder": f"cnn width 8, {args.pretrain_method} pretrain {args.pretrain_epochs} "
             f"epochs on {len(data.normal)} training normals at {args.image_size} px", "mc_samples": args.mc_samples,
             "match": args.match, "seconds": time.time() - started, "machine": machine_description()}
 
@@ -240,6 +240,7 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["prompt", "synth"], choices=["prompt", "synth"])
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--pretrain-method", default="simsiam", choices=["simsiam", "mim"])
     parser.add_argument("--mc-samples", type=int, default=8)
     parser.add_argument("--match", default="nearest", choices=["nearest", "prototype"])
     parser.add_argument("--train-steps", type=int, default=300)
@@ -257,7 +258,7 @@ def main() -> None:
               "(2 CPU cores shared with other jobs: timings are upper bounds)  ", ""]
     sections, summary = [], {}
     if "prompt" in args.parts:
-        row = _cached(RESULTS / f"prompt-{tag}-e{args.pretrain_epochs}-{args.match}.json", lambda: run_prompt(args))
+        row = _cached(RESULTS / f"prompt-{tag}-{args.pretrain_method}-e{args.pretrain_epochs}-{args.match}.json", lambda: run_prompt(args))
         sections += ["### Prompted segmentation (visual prompts, our SSL encoder)", "", prompt_table(row), ""]
         summary.update(prompt_ensemble_iou=row["ensemble"]["iou"],
                        prompt_single_iou=float(np.mean([s["iou"] for s in row["singles"]])),

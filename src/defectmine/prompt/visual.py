@@ -3,9 +3,10 @@
 A query is a `VisualQuery`: a name ("crack", "background tile") and a few examples, each an image
 with an optional mask of the concept's pixels (no mask: the whole image is the concept, e.g. a crop).
 The query's prototype is the mean encoder feature over its examples' concept pixels. An image pixel's
-map value for a query is sigmoid(cos(f - c, prototype - c) / temperature) (match="prototype"), or the
-same with the most similar single example cell in place of the prototype (match="nearest", a small
-memory bank per query, as PatchCore's nearest neighbour), where c, the mean of
+map value for a query is its share in a softmax over all queries (foreground and background) of
+cos(f - c, prototype - c) / temperature (match="prototype"), or of the same with the most similar single
+example cell in place of the prototype (match="nearest", a small memory bank per query, as PatchCore's
+nearest neighbour), where c, the mean of
 the prototypes of all queries of the call, centres the (ReLU, all-positive) features so that cosine
 similarities spread over [-1, 1]. MC dropout: with `dropout` > 0, stochastic passes drop feature
 channels (element-wise) before the similarity, a cheap head-only dropout on a dropout-free encoder.
@@ -119,6 +120,8 @@ class VisualPromptBackend:
             cosine = torch.stack([
                 torch.einsum("ndhw,md->nhwm", feats, F.normalize(v[w >= 0.5 * w.max()] - centre, dim=1)).amax(-1)
                 for v, w in examples])
-        maps = torch.sigmoid(cosine / self.temperature)
+        # A softmax over all queries, not a sigmoid per query: independent sigmoids of similar cosines all
+        # saturate near 1, which leaves foreground / (foreground + background) at 0.5 everywhere.
+        maps = torch.softmax(cosine / self.temperature, dim=0)
         maps = F.interpolate(maps, size=images_uint8.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
         return maps[:len(foreground)].cpu(), maps[len(foreground):].cpu()

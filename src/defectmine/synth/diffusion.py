@@ -128,7 +128,7 @@ class DefectDiffusion:
                               f"with a {INFO} naming its classes.")
         diffusers = diffusers_module()
         info = json.loads((folder / INFO).read_text())
-        unet = diffusers.UNet2DModel.from_pretrained(folder / "unet").to(device)
+        unet = diffusers.UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False).to(device)
         scheduler = diffusers.DDPMScheduler.from_pretrained(folder / "scheduler")
         return cls(unet, scheduler, info["classes"], DiffusionConfig(**info["config"]))
 
