@@ -197,7 +197,7 @@ def run_fcdd(method: str, count: int, seed: int, args, cache: dict) -> dict:
             "seconds": time.time() - started, "load_average": os.getloadavg()[0], "machine": machine_description()}
 
 
-def synth_table(rows: list[dict], args, train_seconds: float | None) -> str:
+def synth_table(rows: list[dict], args, train_seconds: float | None, sample_class: str) -> str:
     from defectmine.evaluation import aggregate, format_mean_std
 
     base = [r["auroc"] for r in rows if r["method"] == "none"]
@@ -215,12 +215,14 @@ def synth_table(rows: list[dict], args, train_seconds: float | None) -> str:
         stats = format_mean_std(aggregate([{"v": v} for v in values])["v"], 3)
         gain = "-" if method == "none" else f"{np.mean(values) - np.mean(base):+.3f}"
         lines.append(f"| {method} | {count} | {len(values)} | {stats} | {gain} |")
-    lines += ["", "Generated samples (first 16 of one class, mask outlined in red):", "",
+    lines += ["", f"Generated samples at {args.image_size} px (16 of class `{sample_class}`, shown enlarged, the painted "
+              "region outlined in green):", "",
               "![diffusion samples](benchmarks/results/synthesis/samples.png)"]
     return "\n".join(lines)
 
 
-def write_samples(args) -> None:
+def write_samples(args) -> str:
+    """samples.png: 16 painted defects of the first class with a training defect; returns the class."""
     from defectmine.data.injection import defect_pool
     from defectmine.report.files import save_png
     from defectmine.synth import synthesize_defects
@@ -233,6 +235,8 @@ def write_samples(args) -> None:
     images, masks = synthesize_defects(model, data.normal.raw_images().numpy(), pool, name, 16,
                                        steps=args.sample_steps, seed=0)
     save_png(RESULTS / "samples.png", sample_grid(images, masks))
+    (RESULTS / "samples.json").write_text(json.dumps({"class": name, "sample_steps": args.sample_steps}))
+    return name
 
 
 def main() -> None:
@@ -271,11 +275,11 @@ def main() -> None:
             path = RESULTS / f"fcdd-{tag}-{args.train_steps}steps-e{args.epochs}-{method}-n{count}-s{seed}.json"
             rows.append(_cached(path, lambda: run_fcdd(method, count, seed, args, cache)))
             print(f"{method} n={count} seed={seed}: AUROC {rows[-1]['auroc']:.3f}", flush=True)
-        if not (RESULTS / "samples.png").is_file():
-            write_samples(args)
+        samples = RESULTS / "samples.json"
+        sample_class = json.loads(samples.read_text())["class"] if samples.is_file() else write_samples(args)
         seconds_file = WORK / f"diffusion-{tag}-{args.train_steps}steps" / "train_seconds.json"
         seconds = json.loads(seconds_file.read_text())["seconds"] if seconds_file.is_file() else None
-        text = synth_table(rows, args, seconds)
+        text = synth_table(rows, args, seconds, sample_class)
         sections += ["### Synthetic defects for FCDD at K = 10", "", text, "",
                      "The segmenter with synthetic defects: not run (CPU budget)."]
         base = np.mean([r["auroc"] for r in rows if r["method"] == "none"])

@@ -39,12 +39,18 @@ def fit_or_load(normal: ImageDataset, anomalous: ImageDataset | None, config: Di
     return train_diffusion(images, labels, classes, config, device=device, quiet=quiet)
 
 
-def sample_grid(images: np.ndarray, masks: np.ndarray, n: int = 16) -> np.ndarray:
-    """An RGB grid of the first n samples, each with its mask outlined in red."""
+def sample_grid(images: np.ndarray, masks: np.ndarray, n: int = 16, side: int = 128) -> np.ndarray:
+    """An RGB grid of the first n samples, enlarged to `side` pixels, each with its mask outlined (green)."""
+    import cv2
+
     from defectmine.explain.overlay import as_rgb_uint8
     from defectmine.report.gallery import mask_outline
 
-    tiles = [mask_outline(as_rgb_uint8(im), m > 0) for im, m in zip(images[:n], masks[:n])]
+    def enlarge(a: np.ndarray, interpolation: int) -> np.ndarray:
+        return cv2.resize(a, (side, side), interpolation=interpolation)
+
+    tiles = [mask_outline(enlarge(as_rgb_uint8(im), cv2.INTER_NEAREST), enlarge((m > 0).astype(np.uint8), cv2.INTER_NEAREST) > 0)
+             for im, m in zip(images[:n], masks[:n])]
     return grid(tiles, ncols=8)
 
 
