@@ -67,3 +67,20 @@ def test_clipseg_folder_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
     with pytest.raises(ConfigError, match="pip install"):
         load_clipseg(tmp_path)
+
+
+def test_prompt_segment_command_with_text_prompts(clipseg_folder, tmp_path):
+    import cv2
+    from typer.testing import CliRunner
+
+    from defectmine.cli import app
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(images / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (40, 40)).astype(np.uint8))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["prompt-segment", "--data", str(images), "--clipseg", str(clipseg_folder),
+                                      "-f", "a crack", "-b", "smooth surface", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "masks").glob("*.png"))) == 2 and (out / "report.html").is_file()
