@@ -252,6 +252,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--counts", nargs="+", type=int, default=[100])
+    parser.add_argument("--large-count-seeds", nargs="+", type=int, default=None,
+                        help="Seeds for the counts above the smallest (default: --seeds).")
     parser.add_argument("--methods", nargs="+", default=["diffusion", "cutpaste", "poisson"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-write", action="store_true")
@@ -270,7 +272,12 @@ def main() -> None:
         print(prompt_table(row), flush=True)
     if "synth" in args.parts:
         cache, rows = {}, []
-        jobs = [("none", 0, s) for s in args.seeds] + [(m, c, s) for c in args.counts for m in args.methods for s in args.seeds]
+        def seeds_for(count: int) -> list[int]:  # larger counts may run fewer seeds (CPU budget)
+            large = args.large_count_seeds is not None and count != min(args.counts)
+            return args.large_count_seeds if large else args.seeds
+
+        jobs = [("none", 0, s) for s in args.seeds] + [
+            (m, c, s) for c in args.counts for m in args.methods for s in seeds_for(c)]
         for method, count, seed in jobs:
             path = RESULTS / f"fcdd-{tag}-{args.train_steps}steps-e{args.epochs}-{method}-n{count}-s{seed}.json"
             rows.append(_cached(path, lambda: run_fcdd(method, count, seed, args, cache)))
