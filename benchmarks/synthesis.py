@@ -218,6 +218,15 @@ def synth_table(rows: list[dict], args, train_seconds: float | None, sample_clas
         # against K = 10 alone on the same seeds, so that a row with fewer seeds compares like with like
         gain = "-" if method == "none" else f"{np.mean(values) - np.mean([alone[r['seed']] for r in group]):+.3f}"
         lines.append(f"| {method} | {count} | {len(values)} | {stats} | {gain} |")
+    small = min(args.counts)
+    gains = {m: np.mean([r["auroc"] - alone[r["seed"]] for r in rows if r["method"] == m and r["count"] == small])
+             for m in args.methods if any(r["method"] == m and r["count"] == small for r in rows)}
+    if gains:
+        verdict = "helped" if gains.get("diffusion", 0) > 0 else "did not help"
+        lines += ["", f"Verdict: {small} diffusion-painted defects {verdict} FCDD at K = 10 here ("
+                  + ", ".join(f"{m} {g:+.3f}" for m, g in gains.items()) + " AUROC, mean over seeds). This is the "
+                  "small CPU run; the GPU-sized run (`--image-size 128 --train-steps 8000 --device cuda`) has not "
+                  "been run (no device for this task)."]
     lines += ["", f"Generated samples at {args.image_size} px (16 of class `{sample_class}`, shown enlarged, the painted "
               "region outlined in green):", "",
               "![diffusion samples](benchmarks/results/synthesis/samples.png)"]
