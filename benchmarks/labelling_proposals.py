@@ -1,7 +1,10 @@
 """Mask proposals for model-assisted labelling, measured on Magnetic Tile's test masks (issue 16, part 3).
 
 FCDD (K = 80, the FCDD benchmark's settings unless --epochs says otherwise) is fitted once on the fixed
-split; its maps become proposals per source (FCDD's own upsampled maps, Grad-CAM of its image score):
+split; its maps become proposals per source (FCDD's own upsampled maps, Grad-CAM of its image score).
+`--detector segdec` measures the mask-trained source instead: SegDec (the side-by-side benchmark's
+settings), whose own maps are per-pixel defect probabilities learned from the labelled defects' masks.
+For every source:
 threshold chosen on val (best mean proposal IoU over val defects), opening/closing radius 1, 8-connected
 components, minimum area 4 px. Measured on test: per defect (a connected component of a true mask, at
 the model's input size), the IoU of the proposal that overlaps it best; its mean, and the share of
@@ -26,25 +29,28 @@ from _table import machine_description, replace_section, update_summary  # noqa:
 
 RESULTS = REPO / "benchmarks" / "results" / "labelling"
 DETECTOR_PARAMS = {"epochs": 25, "width": 8, "lr": 1e-3, "batch_size": 32}  # fcdd_benchmark.py's
+# SegDec as benchmarks/side_by_side.py fits it (15 epochs, validated every 3, over the common settings)
+SEGDEC_PARAMS = {**DETECTOR_PARAMS, "epochs": 15, "eval_every": 3}
 IMAGE_SIZE, K, SEED = 128, 80, 0
 SOURCES = ("native", "gradcam")
 
 
-def run(epochs: int) -> list[dict]:
+def run(epochs: int, detector_name: str = "fcdd") -> list[dict]:
     import numpy as np
 
     from defectmine.labelling import choose_settings, measure, source_maps
     from defectmine.pipeline import RunConfig, prepare_data
     from defectmine.pipeline.steps import create_detector, fit_detector
 
-    config = RunConfig(data="magnetic_tile", detector="fcdd", detector_params={**DETECTOR_PARAMS, "epochs": epochs},
+    params = {**DETECTOR_PARAMS, "epochs": epochs} if detector_name == "fcdd" else dict(SEGDEC_PARAMS)
+    config = RunConfig(data="magnetic_tile", detector=detector_name, detector_params=params,
                        k=K, seed=SEED, image_size=IMAGE_SIZE, quiet=True)
     data = prepare_data(config)
     detector = create_detector(config)
     fit_seconds = fit_detector(detector, data)
     rows = []
     test_defective = data.test.labels == 1
-    for source in SOURCES:
+    for source in (SOURCES if detector_name == "fcdd" else ("native",)):
         started = time.perf_counter()
         val_maps = source_maps(detector, data.val, source)
         settings = choose_settings(val_maps, data.val.masks())
@@ -52,13 +58,14 @@ def run(epochs: int) -> list[dict]:
         on_test = measure(test_maps[test_defective], data.test.masks()[test_defective], settings)
         on_normal = measure(test_maps[~test_defective], data.test.masks()[~test_defective], settings)
         rows.append({
-            "source": source, "mean_iou": on_test["mean_iou"], "share_iou_50": on_test["share_iou_50"],
+            "source": source if detector_name == "fcdd" else f"{detector_name} (mask-trained maps)",
+            "detector": detector_name, "mean_iou": on_test["mean_iou"], "share_iou_50": on_test["share_iou_50"],
             "defects": on_test["defects"], "test_defective_images": int(test_defective.sum()),
             "proposals_per_defective_image": on_test["proposals_per_image"],
             "proposals_per_normal_image": on_normal["proposals_per_image"],
             "threshold": settings.threshold, "threshold_val_quantile": float(np.mean(val_maps <= settings.threshold)),
             "open_px": settings.open_px, "close_px": settings.close_px, "min_area": settings.min_area,
-            "epochs": epochs, "image_size": IMAGE_SIZE, "k": K, "seed": SEED, "fit_seconds": fit_seconds,
+            "epochs": params["epochs"], "image_size": IMAGE_SIZE, "k": K, "seed": SEED, "fit_seconds": fit_seconds,
             "proposal_seconds": time.perf_counter() - started, "machine": machine_description(),
             "load_average": os.getloadavg()[0],
         })
@@ -67,39 +74,49 @@ def run(epochs: int) -> list[dict]:
 
 def table(rows: list[dict], command: str) -> str:
     best = max(rows, key=lambda r: r["mean_iou"])
+    machines = sorted({r["machine"] for r in rows})
     lines = [
-        f"Command: `{command}`  ",
-        f"Date: {time.strftime('%Y-%m-%d')}; machine: {rows[0]['machine']} (shared with other jobs: timings are "
+        f"Command: `{command}` (the table holds every kept source row of benchmarks/results/labelling/proposals-*.json; "
+        "FCDD's sources come from `python benchmarks/labelling_proposals.py --epochs 25`, SegDec's from "
+        "`--detector segdec`)  ",
+        f"Date: {time.strftime('%Y-%m-%d')}; machine: {'; '.join(machines)} (shared with other jobs: timings are "
         "upper bounds)  ",
-        f"Settings: FCDD, backbone `cnn` from scratch, K = {K} labelled defects, {rows[0]['epochs']} epochs, "
-        f"{IMAGE_SIZE}x{IMAGE_SIZE} grayscale, seed {SEED}, fixed Magnetic Tile split; fit {rows[0]['fit_seconds']:.0f} s. "
+        f"Settings: backbone `cnn` from scratch, K = {K} labelled defects, {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, seed "
+        f"{SEED}, fixed Magnetic Tile split; epochs and fit time per row. "
         "Proposals: threshold chosen on val (best mean proposal IoU over val defects, among 40 quantiles of the val "
         "maps), opening and closing radius 1 px, 8-connected components, minimum area 4 px. A defect is a connected "
         "component of a test mask at 128 px; its proposal IoU is the IoU of the proposal that overlaps it best (0 if none).",
         "",
-        "| source | test defects | mean proposal IoU | share IoU ≥ 0.5 | proposals / defective image | proposals / normal image | threshold (val quantile) | s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| source | model, epochs | fit s | test defects | mean proposal IoU | share IoU ≥ 0.5 | proposals / defective image | "
+        "proposals / normal image | threshold (val quantile) | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['source']} | {r['defects']} ({r['test_defective_images']} images) | {r['mean_iou']:.3f} | "
+        lines.append(f"| {r['source']} | {r.get('detector', 'fcdd')}, {r['epochs']} | {r['fit_seconds']:.0f} | "
+                     f"{r['defects']} ({r['test_defective_images']} images) | {r['mean_iou']:.3f} | "
                      f"{r['share_iou_50']:.3f} | {r['proposals_per_defective_image']:.2f} | "
                      f"{r['proposals_per_normal_image']:.2f} | {r['threshold']:.4g} ({r['threshold_val_quantile']:.3f}) | "
                      f"{r['proposal_seconds']:.0f} |")
-    lines += ["", f"Best source: {best['source']} (mean proposal IoU {best['mean_iou']:.3f}). Segmenter source "
-              "(`segment fit` probabilities via `source_maps(..., 'segmenter')`): not measured in this run (CPU "
-              "budget); the code path exists and is tested on synthetic data."]
+    lines += ["", f"Best source: {best['source']} (mean proposal IoU {best['mean_iou']:.3f})."]
+    if not any(r.get("detector") == "segdec" for r in rows):
+        lines[-1] += (" Mask-trained source (`--detector segdec`): not measured yet.")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=DETECTOR_PARAMS["epochs"])
+    parser.add_argument("--detector", choices=["fcdd", "segdec"], default="fcdd",
+                        help="fcdd: its native and Grad-CAM maps; segdec: its mask-trained maps.")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md / summary.json.")
     args = parser.parse_args()
-    rows = run(args.epochs)
+    new = run(args.epochs, args.detector)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for row in rows:
-        (RESULTS / f"proposals-{row['source']}.json").write_text(json.dumps(row, indent=2) + "\n")
+    for row in new:
+        name = row["source"] if args.detector == "fcdd" else f"{args.detector}-native"
+        (RESULTS / f"proposals-{name}.json").write_text(json.dumps(row, indent=2) + "\n")
+    # the table and the summary cover every kept source row (FCDD's and SegDec's come from separate runs)
+    rows = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("proposals-*.json"))]
     command = ("python benchmarks/labelling_proposals.py " + " ".join(sys.argv[1:])).strip()
     text = table(rows, command)
     print(text)
