@@ -37,12 +37,12 @@ class StoreLabelSink:
                             f"(classes: {', '.join(self.classes) or 'none'}). Fix: pick one of them, or add it to "
                             "the project.")
         with self._lock, open_store(self.project) as store:
-            pool = {image.path: image for image in store.images()}
-            if path not in pool:
+            image = store.image(path)
+            if image is None:
                 store.add_images([(path, *image_size(path))], who=reviewer)
-                pool = {image.path: image for image in store.images()}
+                image = store.image(path)
             when = now()
-            new = NewLabel(pool[path].id, NORMAL if label == NORMAL else ANOMALOUS,
+            new = NewLabel(image.id, NORMAL if label == NORMAL else ANOMALOUS,
                            "" if label in (NORMAL, ANOMALOUS) else label, None, reviewer, when)
             digest = hashlib.sha256(f"review|{path}|{label}|{reviewer}|{when}|{threading.get_ident()}".encode())
             store.apply_import(digest.hexdigest(), "review page", "review", [new], who=reviewer)

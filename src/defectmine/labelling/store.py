@@ -188,6 +188,11 @@ class LabelStore:
         """Every pool image, in id order."""
         return [PoolImage(*row) for row in self.db.execute("SELECT id, path, height, width FROM images ORDER BY id")]
 
+    def image(self, path: str) -> PoolImage | None:
+        """The pool image with this absolute path, or None."""
+        row = self.db.execute("SELECT id, path, height, width FROM images WHERE path = ?", (path,)).fetchone()
+        return PoolImage(*row) if row else None
+
     def unlabelled(self) -> list[PoolImage]:
         """Pool images without any label, in id order."""
         rows = self.db.execute("SELECT id, path, height, width FROM images WHERE id NOT IN "

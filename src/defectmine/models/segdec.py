@@ -282,9 +282,7 @@ class _TrainingSources:
     anomalous_known: torch.Tensor | None
     injection: object | None
     synthetic: str
-    batch_size: int
-    anomaly_share: float
-    augment: bool
+    config: SegDecConfig
     pixel_counts: list[int]
     n_with_masks: int
 
@@ -314,15 +312,15 @@ class _TrainingSources:
         n_anomalous = 0 if anomalous_px is None else len(anomalous_px)
         total = (len(normal_px) + n_known) * height * width
         return cls(normal_px, anomalous_px, masks, known, injection, resolve_synthetic(cfg.synthetic, n_anomalous),
-                   cfg.batch_size, cfg.anomaly_share, cfg.augment, [total - defect_pixels, defect_pixels], n_known)
+                   cfg, [total - defect_pixels, defect_pixels], n_known)
 
     def batches(self, generator: torch.Generator, spec: ImageSpec):
         """One epoch of (normalised images, binary masks (B, H, W), mask known (B,), image labels (B,))."""
         device = self.normal.device
         n_anomalous = 0 if self.anomalous is None else len(self.anomalous)
         empty = torch.zeros((0, *self.normal.shape[-2:]), dtype=torch.int64, device=device)
-        for batch in mixed_batches(len(self.normal), n_anomalous, batch_size=self.batch_size,
-                                   anomaly_share=self.anomaly_share, synthetic=self.synthetic != "none",
+        for batch in mixed_batches(len(self.normal), n_anomalous, batch_size=self.config.batch_size,
+                                   anomaly_share=self.config.anomaly_share, synthetic=self.synthetic != "none",
                                    generator=generator):
             images = self.normal[batch.normal.to(device)]
             masks = torch.zeros((len(images), *images.shape[-2:]), dtype=torch.int64, device=device)
@@ -345,7 +343,7 @@ class _TrainingSources:
             labels = torch.zeros(len(pixels), device=device)
             labels[len(parts[0]):] = 1.0
             labels[: len(parts[0])] = (masks[: len(parts[0])].flatten(1) > 0).any(dim=1).float()
-            if self.augment:
+            if self.config.augment:
                 pixels, masks = flips_and_rotations(pixels, masks, generator)
             yield normalise(pixels, spec).contiguous(memory_format=torch.channels_last), masks, known, labels
 
