@@ -12,6 +12,11 @@
 #   peers      side_by_side.py: anomalib's five peers on both sets (Cflow is the slow one)
 #   backbones  fcdd_backbones.py: cnn, vgg16, resnet18, inception_v3 on both sets, K = 80, 3 seeds
 #   mining     mining_sweep.py: both sets, K = 1 ... 80, 3 seeds
+#   pixels     the pixel-level issues, three scripts side by side (OMP_NUM_THREADS=1 each fit), most wanted first:
+#              side_by_side.py SegDec rows (seeds 0-2; 'SegDec (60 epochs)' too), segmentation.py (Table 1
+#              analogue, then the DLI ablation, then the data-fraction study, 40 epochs at 128 px) and
+#              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
+#              pip download --no-deps -d .whl segmentation-models-pytorch
 # (The pretraining benchmark is left out: its rows pair with weights pretrained here, on the CPU.)
 #
 # Every benchmark keeps each fit's row as soon as it is done and skips the rows it already has (the
@@ -54,12 +59,30 @@ stage() {
 
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(losses peers backbones mining)
+
+pixels() {
+  local seg="benchmarks/segmentation.py --image-size 128 --epochs 40 --eval-every 5 --seeds 0 1 2 --no-write"
+  (
+    export OMP_NUM_THREADS=1
+    stage segdec benchmarks/side_by_side.py --only ours --datasets magnetic_tile --seeds 0 1 2 --jobs 4 --no-write \
+      --models SegDec "SegDec (no DLI)" "SegDec (60 epochs)" &
+    (
+      stage table1 $seg --jobs 8 --encoders resnet18 --losses bce_dice bce focal balanced weighted_ce --injection off on
+      stage encoders $seg --jobs 8 --encoders mobileone_s1 resnest50d --losses bce_dice weighted_ce --injection off on
+      stage ablation $seg --jobs 8 --encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep-clean 0.1 0.5
+      stage fractions $seg --jobs 8 --encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75
+    ) &
+    stage zero_label benchmarks/zero_label.py --budget gpu --seeds 0 1 2 --jobs 3 &
+    wait
+  )
+}
 for name in "${STAGES[@]}"; do
   case "$name" in
     losses) stage losses benchmarks/side_by_side.py --only ours --jobs "$JOBS" ;;
     peers) stage peers benchmarks/side_by_side.py --only anomalib --jobs "$JOBS" ;;
     backbones) stage backbones benchmarks/fcdd_backbones.py --datasets magnetic_tile elpv --seeds 0 1 2 --jobs "$JOBS" ;;
     mining) stage mining benchmarks/mining_sweep.py --resume --jobs 6 --quiet ;;
-    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining)" >&2; exit 2 ;;
+    pixels) pixels ;;
+    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels)" >&2; exit 2 ;;
   esac
 done

@@ -4,6 +4,7 @@ The full Magnetic Tile folder and the ELPV package together exceed what can be s
 box, and every benchmark reads images at 128 px anyway. This writes
 
     <out>/shared/splits/{magnetic_tile,elpv}.csv    the fixed splits, same rows and order (MT X.jpg -> X.jpg.png)
+    <out>/shared/splits/magnetic_tile_seg_s*.csv     the segmentation protocol's splits, the same way
     <out>/shared/datasets/magnetic-tile/...          MT images and masks at SIZE x SIZE, lossless PNG
     <out>/elpv/labels.csv, <out>/elpv/images/...     ELPV cells at SIZE x SIZE, lossless PNG
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import cv2
 
-from defectmine.data.builtin import elpv_root, magnetic_tile_root, shared_dir
+from defectmine.data.builtin import SEGMENTATION_SPLITS, elpv_root, magnetic_tile_root, shared_dir
 from defectmine.data.images import ImageSpec, prepare_image, prepare_mask, read_image, read_mask
 from defectmine.progress import track
 
@@ -35,12 +36,18 @@ def _write_png(path: Path, pixels) -> None:
 
 
 def pack(out: Path, size: int) -> None:
+    if out.exists() and any(out.iterdir()):
+        # files already there are skipped below, so a folder packed at another size would mix sizes
+        raise SystemExit(f"{out}: not empty. Fix: remove it, or pass another --out.")
     spec = ImageSpec(size=(size, size), channels=1)
     shared = shared_dir()
     sources = {"magnetic_tile": magnetic_tile_root(), "elpv": elpv_root()}
     targets = {"magnetic_tile": out / "shared" / "datasets" / "magnetic-tile", "elpv": out / "elpv"}
+    # The segmentation splits list the same Magnetic Tile files (each is written once).
+    for name in SEGMENTATION_SPLITS:
+        sources[name], targets[name] = sources["magnetic_tile"], targets["magnetic_tile"]
     (out / "shared" / "splits").mkdir(parents=True, exist_ok=True)
-    for name in ("magnetic_tile", "elpv"):
+    for name in ("magnetic_tile", "elpv", *SEGMENTATION_SPLITS):
         with (shared / "splits" / f"{name}.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
         for row in track(rows, f"packing {name}"):
@@ -48,8 +55,10 @@ def pack(out: Path, size: int) -> None:
             # X.jpg -> X.jpg.png: Magnetic Tile's masks already own the name X.png.
             if not row["path"].endswith(".png"):
                 row["path"] += ".png"
-            _write_png(targets[name] / row["path"], prepare_image(read_image(source), spec)[0])
-            if row.get("mask"):
+            target = targets[name] / row["path"]
+            if not target.is_file():
+                _write_png(target, prepare_image(read_image(source), spec)[0])
+            if row.get("mask") and not (targets[name] / row["mask"]).is_file():
                 mask = prepare_mask(read_mask(sources[name] / row["mask"]), spec)
                 _write_png(targets[name] / row["mask"], mask.astype("uint8") * 255)
         with (out / "shared" / "splits" / f"{name}.csv").open("w", newline="") as f:

@@ -34,6 +34,12 @@ PARAMS = {
     "vae_gradcam": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "eval_every": 2},
     "draem": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "width": 8, "depth": 4, "eval_every": 2},
 }
+# `--budget gpu`: the budget for a lent GPU (rows kept apart, with "-gpu" in their file names).
+GPU_PARAMS = {
+    "vae_gradcam": {**PARAMS["vae_gradcam"], "epochs": 40, "eval_every": 5},
+    "draem": {**PARAMS["draem"], "epochs": 40, "eval_every": 5},
+}
+BUDGETS = {"smoke": PARAMS, "gpu": GPU_PARAMS}
 CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10)]
 MT_CLASSES = ("blowhole", "break", "crack", "fray", "uneven")
 TARGETS = {"mt_image": 0.90, "mt_pixel": 0.90, "elpv_image": 0.75}
@@ -97,16 +103,18 @@ def _figure(detector, test, path: Path) -> None:
     plt.close(fig)
 
 
-def run_one(dataset: str, detector_name: str, k: int, seed: int) -> dict:
+def run_one(dataset: str, detector_name: str, k: int, seed: int, budget: str = "smoke") -> dict:
     import torch
 
     from defectmine.evaluation import image_metrics
     from defectmine.evaluation.thresholds import mean_std_threshold
     from defectmine.pipeline import RunConfig, fit_run, prepare_data
 
-    config = RunConfig(data=dataset, detector=detector_name, detector_params=dict(PARAMS[detector_name]), k=k,
+    params = BUDGETS[budget][detector_name]
+    config = RunConfig(data=dataset, detector=detector_name, detector_params=dict(params), k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
-    result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{detector_name}-k{k}-s{seed}", overwrite=True)
+    result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{detector_name}-k{k}-s{seed}-{budget}",
+                     overwrite=True)
     detector, metrics = result.detector, result.metrics
     data = prepare_data(config)
     val_image = detector.score(data.val, maps=False).image
@@ -121,7 +129,7 @@ def run_one(dataset: str, detector_name: str, k: int, seed: int) -> dict:
                 detector.config.anomaly_map = kind
                 maps[kind] = _map_metrics(detector, data)
             if seed == 0:
-                _figure(detector, data.test, RESULTS / f"{dataset}-vae_gradcam-maps.png")
+                _figure(detector, data.test, RESULTS / f"{dataset}-vae_gradcam-maps{_suffix(budget)}.png")
         else:
             maps["defect map"] = _map_metrics(detector, data)
 
@@ -131,7 +139,7 @@ def run_one(dataset: str, detector_name: str, k: int, seed: int) -> dict:
 
     timings = score_speed(score, data.test.raw_images())
     return {
-        "dataset": dataset, "detector": detector_name, "k": k, "seed": seed, "params": PARAMS[detector_name],
+        "dataset": dataset, "detector": detector_name, "k": k, "seed": seed, "params": params, "budget": budget,
         "auroc": metrics["test"]["auroc"], "auprc": metrics["test"]["auprc"], "f1": metrics["test"]["f1"],
         "f1_mean_std": f1_mean_std, "maps": maps,
         "fit_seconds": metrics["timing"]["fit_seconds"], **timings,
@@ -139,6 +147,16 @@ def run_one(dataset: str, detector_name: str, k: int, seed: int) -> dict:
         "best_epoch": metrics["training"]["best_epoch"], "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0], "machine": machine_description(),
     }
+
+
+def _suffix(budget: str) -> str:
+    return "" if budget == "smoke" else f"-{budget}"
+
+
+def _name(row: dict) -> str:
+    """The detector column: its name, and its epochs where a row's budget is not the smoke one."""
+    epochs = (row.get("params") or {}).get("epochs")
+    return row["detector"] if row.get("budget", "smoke") == "smoke" else f"{row['detector']} ({epochs} epochs)"
 
 
 def _fcdd_rows() -> list[dict]:
@@ -165,7 +183,7 @@ def _fmt(values, digits=3) -> str:
 def _groups(rows):
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["dataset"], row["detector"], row["k"]), []).append(row)
+        groups.setdefault((row["dataset"], _name(row), row["k"]), []).append(row)
     return sorted(groups.items())
 
 
@@ -176,9 +194,10 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         f"Date: {time.strftime('%Y-%m-%d')}; rows ran on: {machines_summary(r['machine'] for r in ours)}.  ",
         f"Settings: {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, fixed splits, from scratch; vae_gradcam {PARAMS['vae_gradcam']} "
         f"(5 blocks, latent 32, beta 1e-3, lambda 0.01, t 20); draem {PARAMS['draem']} (synthetic perlin + cutpaste + "
-        "poisson from the training images). Image threshold max-F1 on val (F1 mean+std: the paper's mean + 1 std of "
-        "the val normals); pixel threshold max-Dice on val; metrics on test; mean ± std over seeds. The 2-core machine "
-        "was shared with other jobs: timings are upper bounds. FCDD rows: its own benchmark (25 epochs, stride-8 maps).",
+        f"poisson from the training images); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
+        f"draem {GPU_PARAMS['draem']}. Image threshold max-F1 on val (F1 mean+std: the paper's mean + 1 std of "
+        "the val normals); pixel threshold max-Dice on val; metrics on test; mean ± std over seeds. Machines were "
+        "shared with other jobs: timings are upper bounds. FCDD rows: its own benchmark (25 epochs, stride-8 maps).",
         "",
         "| dataset | detector | K | seeds | image AUROC | AUPRC | F1 (max-F1) | F1 (mean+std) | map | pixel AUROC | AUPRO 30% | Dice | IoU | fit s | ms/img b32 | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -240,11 +259,13 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=[f"{d}:{k}" for d, k in CONFIGS],
                         help="detector:K pairs to run (default: every one)")
     parser.add_argument("--jobs", type=int, default=1, help="fits side by side (each gets cores / jobs threads)")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke",
+                        help="smoke: the 2-core CPU's epochs; gpu: the lent GPU's (GPU_PARAMS)")
     parser.add_argument("--report", action="store_true", help="only re-render from the kept rows")
-    parser.add_argument("--one", nargs=4, metavar=("DATASET", "DETECTOR", "K", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=5, metavar=("DATASET", "DETECTOR", "K", "SEED", "BUDGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), int(args.one[3]))))
+        print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), int(args.one[3]), args.one[4])))
         return
     from _table import run_in_parallel
 
@@ -253,12 +274,12 @@ def main() -> None:
 
     def fit(job):
         dataset, detector, k, seed = job
-        path = RESULTS / f"{dataset}-{detector}-k{k}-s{seed}.json"
+        path = RESULTS / f"{dataset}-{detector}-k{k}-s{seed}{_suffix(args.budget)}.json"
         if args.report:
             return json.loads(path.read_text()) if path.is_file() else None
         started = time.time()
         try:
-            row, ran = kept_row(path, __file__, ["--one", dataset, detector, str(k), str(seed)],
+            row, ran = kept_row(path, __file__, ["--one", dataset, detector, str(k), str(seed), args.budget],
                                 subprocess_env(args.jobs))
         except FitFailed as error:
             print(error, file=sys.stderr, flush=True)

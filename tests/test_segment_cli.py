@@ -123,12 +123,29 @@ def test_evaluate_refuses_a_run_whose_split_changed(fitted, tmp_path):
     (["--encoder", "no_such_net"], "unknown encoder"),
     (["-p", "lr=abc"], "lr"),
     (["--loss", "nonsense"], "nonsense"),
+    (["--blend", "poisson,glue"], "unknown glue"),
 ])
 def test_bad_options_fail_in_one_line(fitted, tmp_path, args, fragment):
     _, data, _ = fitted
     options = [a for a in FAST if a not in ("--encoder", "cnn")] if "--encoder" in args else FAST
     _one_line_error(_invoke("segment", "fit", "--data", data, "--out", tmp_path / "new", *options, *args), fragment)
     assert not (tmp_path / "new").exists()
+
+
+def test_blend_reaches_the_injection_hook_and_the_run_config():
+    from defectmine.pipeline.segment_run import SegmentConfig
+
+    config = SegmentConfig(data="unused", blend=["cutpaste"])  # a JSON round trip gives a list
+    assert config.blend == ("cutpaste",)
+
+
+def test_fit_with_one_blend_records_it(fitted, tmp_path):
+    _, data, _ = fitted
+    result = _invoke("segment", "fit", "--data", data, "--out", tmp_path / "run", *FAST, "--blend", "cutpaste")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "methods=('cutpaste',)" in metrics["training"]["injection"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["run"]["blend"] == ["cutpaste"]
 
 
 def test_a_non_empty_out_is_refused_without_overwrite(fitted):

@@ -34,6 +34,7 @@ def fit(
     channels: int = typer.Option(1, help="1 (grayscale) or 3 (RGB)."),
     injection: bool = typer.Option(True, help="Dynamic Label Injection: paste training defects into defect-free training images."),
     keep_clean: float = typer.Option(0.1, help="Share of defect-free training images injection leaves as they are."),
+    blend: str = typer.Option("poisson,cutpaste", help="How injection pastes a defect, one of these at random each time: poisson (mixed gradients), poisson_normal, cutpaste."),
     param: list[str] = typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="U-Net option (repeatable), e.g. -p lr=0.0005 -p batch_size=8."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out (the old run stays until the new one is complete)."),
     seed: int = typer.Option(0, help="Training seed."),
@@ -54,6 +55,7 @@ def fit(
 
     config = SegmentConfig(data=data, encoder=encoder, loss=loss, epochs=epochs, image_size=image_size,
                            channels=channels, injection=injection, keep_clean=keep_clean,
+                           blend=tuple(m.strip() for m in blend.split(",") if m.strip()),
                            segmenter_params=parse_params(param), seed=seed, split_seed=split_seed, device=device,
                            skip_bad=skip_bad, quiet=quiet)
     result = fit_segment_run(config, out, overwrite=overwrite)

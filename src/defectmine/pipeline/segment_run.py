@@ -64,7 +64,8 @@ class SegmentConfig:
     encoder, loss, epochs, seed, device: the U-Net's options of the same name; segmenter_params:
         its other options (`-p key=value`), which take precedence.
     injection: Dynamic Label Injection of the training defects into defect-free training images;
-        keep_clean: the share of defect-free images it leaves as they are.
+        keep_clean: the share of defect-free images it leaves as they are; blend: how a defect is
+        pasted, each time one of these at random ("poisson" mixed-gradient, "poisson_normal", "cutpaste").
     split_seed: seed of the split made when the data carries none (None when the records carry one).
     """
 
@@ -77,6 +78,7 @@ class SegmentConfig:
     resize: str = "stretch"
     injection: bool = True
     keep_clean: float = 0.1
+    blend: tuple[str, ...] = ("poisson", "cutpaste")
     segmenter_params: dict = field(default_factory=dict)
     seed: int = 0
     split_seed: int | None = 0
@@ -91,6 +93,13 @@ class SegmentConfig:
         if isinstance(self.keep_clean, bool) or not isinstance(self.keep_clean, (int, float)) \
                 or not 0 <= self.keep_clean <= 1:
             raise ConfigError(f"--keep-clean {self.keep_clean!r}: must be a share in [0, 1], e.g. 0.1.")
+        from defectmine.data.blending import METHODS
+
+        self.blend = tuple(self.blend)
+        unknown = [m for m in self.blend if m not in METHODS]
+        if not self.blend or unknown:
+            raise ConfigError(f"--blend {','.join(self.blend)}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}. "
+                              f"Fix: one or more of {', '.join(METHODS)}, e.g. poisson,cutpaste.")
         self.data_config()  # image size, channels and resize, checked as detection checks them
 
     def data_config(self) -> RunConfig:
@@ -146,7 +155,7 @@ def injection_hook(config: SegmentConfig, train: ImageDataset):
     known = np.flatnonzero(train.mask_available)
     kept = train.subset(known)
     return DynamicLabelInjection(defect_pool(kept.raw_images(), kept.class_masks(), kept.classes),
-                                 keep_clean=config.keep_clean)
+                                 methods=config.blend, keep_clean=config.keep_clean)
 
 
 def fit_segment_run(config: SegmentConfig, run_dir: Path, *, records: list[Record] | None = None,
