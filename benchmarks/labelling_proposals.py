@@ -4,6 +4,8 @@ FCDD (K = 80, the FCDD benchmark's settings unless --epochs says otherwise) is f
 split; its maps become proposals per source (FCDD's own upsampled maps, Grad-CAM of its image score).
 `--detector segdec` measures the mask-trained source instead: SegDec (the side-by-side benchmark's
 settings), whose own maps are per-pixel defect probabilities learned from the labelled defects' masks.
+`--detector unet` measures the segmenter source: `defectmine segment fit` on the same split (its 80
+training defects' class masks), whose map is the largest class probability per pixel (UNET_OPTIONS).
 For every source:
 threshold chosen on val (best mean proposal IoU over val defects), opening/closing radius 1, 8-connected
 components, minimum area 4 px. Measured on test: per defect (a connected component of a true mask, at
@@ -31,6 +33,10 @@ RESULTS = REPO / "benchmarks" / "results" / "labelling"
 DETECTOR_PARAMS = {"epochs": 25, "width": 8, "lr": 1e-3, "batch_size": 32}  # fcdd_benchmark.py's
 # SegDec as benchmarks/side_by_side.py fits it (15 epochs, validated every 3, over the common settings)
 SEGDEC_PARAMS = {**DETECTOR_PARAMS, "epochs": 15, "eval_every": 3}
+# The segmenter: our small CNN encoder (a CPU budget) under SegDec's decoder; focal loss without
+# injection, the loss with the best mean *val* IoU in the segmentation benchmark's 40-epoch rows.
+UNET_OPTIONS = {"encoder": "cnn", "loss": "focal", "epochs": 30, "injection": False,
+                "segmenter_params": {"decoder_channels": [32, 16, 8], "width": 8, "eval_every": 3}}
 IMAGE_SIZE, K, SEED = 128, 80, 0
 SOURCES = ("native", "gradcam")
 
@@ -43,14 +49,22 @@ def run(epochs: int, detector_name: str = "fcdd") -> list[dict]:
     from defectmine.pipeline.steps import create_detector, fit_detector
 
     params = {**DETECTOR_PARAMS, "epochs": epochs} if detector_name == "fcdd" else dict(SEGDEC_PARAMS)
-    config = RunConfig(data="magnetic_tile", detector=detector_name, detector_params=params,
+    if detector_name == "unet":
+        params = {key: value for key, value in UNET_OPTIONS.items() if key != "segmenter_params"}
+    config = RunConfig(data="magnetic_tile", detector="fcdd" if detector_name == "unet" else detector_name,
+                       detector_params={} if detector_name == "unet" else params,
                        k=K, seed=SEED, image_size=IMAGE_SIZE, quiet=True)
     data = prepare_data(config)
-    detector = create_detector(config)
-    fit_seconds = fit_detector(detector, data)
+    if detector_name == "unet":
+        detector, fit_seconds = _fit_segmenter()
+        sources = ("segmenter",)
+    else:
+        detector = create_detector(config)
+        fit_seconds = fit_detector(detector, data)
+        sources = SOURCES if detector_name == "fcdd" else ("native",)
     rows = []
     test_defective = data.test.labels == 1
-    for source in (SOURCES if detector_name == "fcdd" else ("native",)):
+    for source in sources:
         started = time.perf_counter()
         val_maps = source_maps(detector, data.val, source)
         settings = choose_settings(val_maps, data.val.masks())
@@ -58,7 +72,8 @@ def run(epochs: int, detector_name: str = "fcdd") -> list[dict]:
         on_test = measure(test_maps[test_defective], data.test.masks()[test_defective], settings)
         on_normal = measure(test_maps[~test_defective], data.test.masks()[~test_defective], settings)
         rows.append({
-            "source": source if detector_name == "fcdd" else f"{detector_name} (mask-trained maps)",
+            "source": {"fcdd": source, "unet": "unet segmenter (largest class probability)"}.get(
+                detector_name, f"{detector_name} (mask-trained maps)"),
             "detector": detector_name, "mean_iou": on_test["mean_iou"], "share_iou_50": on_test["share_iou_50"],
             "defects": on_test["defects"], "test_defective_images": int(test_defective.sum()),
             "proposals_per_defective_image": on_test["proposals_per_image"],
@@ -72,16 +87,29 @@ def run(epochs: int, detector_name: str = "fcdd") -> list[dict]:
     return rows
 
 
+def _fit_segmenter():
+    """(`segment fit` U-Net on the fixed Magnetic Tile split, its fit seconds); the split's val and test
+    are the detectors', and its training defects are the K = 80 they see."""
+    from defectmine.pipeline.segment_run import SegmentConfig, fit_segment_run
+
+    config = SegmentConfig(data="magnetic_tile", image_size=IMAGE_SIZE, seed=SEED, quiet=True, **UNET_OPTIONS)
+    result = fit_segment_run(config, REPO / "runs" / "bench" / "labelling-proposals-unet", overwrite=True)
+    if result.metrics["training"]["n_anomalous"] != K:
+        raise SystemExit(f"labelling_proposals.py: the segmenter saw {result.metrics['training']['n_anomalous']} "
+                         f"training defects, not K = {K}.")
+    return result.segmenter, result.metrics["timing"]["fit_seconds"]
+
+
 def table(rows: list[dict], command: str) -> str:
     best = max(rows, key=lambda r: r["mean_iou"])
     machines = sorted({r["machine"] for r in rows})
     lines = [
         f"Command: `{command}` (the table holds every kept source row of benchmarks/results/labelling/proposals-*.json; "
         "FCDD's sources come from `python benchmarks/labelling_proposals.py --epochs 25`, SegDec's from "
-        "`--detector segdec`)  ",
+        "`--detector segdec`, the segmenter's from `--detector unet`)  ",
         f"Date: {time.strftime('%Y-%m-%d')}; machine: {'; '.join(machines)} (shared with other jobs: timings are "
         "upper bounds)  ",
-        f"Settings: backbone `cnn` from scratch, K = {K} labelled defects, {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, seed "
+        f"Settings: backbone `cnn` from scratch (the segmenter: U-Net {json.dumps(UNET_OPTIONS)}), K = {K} labelled defects, {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, seed "
         f"{SEED}, fixed Magnetic Tile split; epochs and fit time per row. "
         "Proposals: threshold chosen on val (best mean proposal IoU over val defects, among 40 quantiles of the val "
         "maps), opening and closing radius 1 px, 8-connected components, minimum area 4 px. A defect is a connected "
@@ -98,16 +126,18 @@ def table(rows: list[dict], command: str) -> str:
                      f"{r['proposals_per_normal_image']:.2f} | {r['threshold']:.4g} ({r['threshold_val_quantile']:.3f}) | "
                      f"{r['proposal_seconds']:.0f} |")
     lines += ["", f"Best source: {best['source']} (mean proposal IoU {best['mean_iou']:.3f})."]
-    if not any(r.get("detector") == "segdec" for r in rows):
-        lines[-1] += (" Mask-trained source (`--detector segdec`): not measured yet.")
+    for name, flag in (("Mask-trained detector", "segdec"), ("Segmenter", "unet")):
+        if not any(r.get("detector") == flag for r in rows):
+            lines[-1] += f" {name} source (`--detector {flag}`): not measured yet."
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=DETECTOR_PARAMS["epochs"])
-    parser.add_argument("--detector", choices=["fcdd", "segdec"], default="fcdd",
-                        help="fcdd: its native and Grad-CAM maps; segdec: its mask-trained maps.")
+    parser.add_argument("--detector", choices=["fcdd", "segdec", "unet"], default="fcdd",
+                        help="fcdd: its native and Grad-CAM maps; segdec: its mask-trained maps; unet: a "
+                             "`segment fit` segmenter's class probabilities.")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md / summary.json.")
     args = parser.parse_args()
     new = run(args.epochs, args.detector)
