@@ -194,3 +194,46 @@ def test_side_by_side_compares_fit_times_only_between_rows_of_one_machine():
     assert "| padim | 1.00 | 1.00 | 0.50 |" in text  # same machine, other code versions: comparable
     assert "| cflow | 1.00 | 1.00 | n/a* |" in text
     assert "n/a*: cflow was fitted on another machine than FCDD" in text
+
+
+def _segmentation():
+    import importlib
+
+    return importlib.import_module("segmentation")
+
+
+def test_segmentation_job_names_keep_the_rows_kept_before_the_ablation_knobs():
+    seg = _segmentation()
+    assert seg.Job("resnet18", "bce_dice", True, 0, 12, 128).name == "resnet18-bce_dice-dli-s0-e12-128px"
+    ablation = seg.Job("resnet18", "bce_dice", True, 1, 40, 128, blend="cutpaste", keep_clean=0.5, fraction=0.25,
+                       eval_every=5, weights="ssl")
+    assert ablation.name == "resnet18-bce_dice-dli-s1-e40-128px-cutpaste-keep0.5-frac0.25-ev5-ssl"
+
+
+def test_segmentation_jobs_vary_the_injection_knobs_only_with_injection_and_weights_only_for_cnn():
+    from types import SimpleNamespace
+
+    seg = _segmentation()
+    args = SimpleNamespace(seeds=[0], encoders=["resnet18", "cnn"], losses=["focal"], injection=["off", "on"],
+                           blends=["poisson", "cutpaste"], keep_clean=[0.1], fractions=[1.0], epochs=2,
+                           image_size=64, eval_every=1, weights=["scratch", "ssl"])
+    jobs = seg.make_jobs(args)
+    plain = [j for j in jobs if not j.injection]
+    assert {j.blend for j in plain} == {seg.DEFAULT_BLEND}
+    assert {j.blend for j in jobs if j.injection} == {"poisson", "cutpaste"}
+    assert {j.weights for j in jobs if j.encoder == "resnet18"} == {"scratch"}
+    assert {j.weights for j in jobs if j.encoder == "cnn"} == {"scratch", "ssl"}
+    assert len(jobs) == len(set(jobs)) == 2 * (1 + 2) + 1 * (1 + 2)
+
+
+def test_segmentation_summary_reports_the_configuration_chosen_on_val_not_on_test():
+    seg = _segmentation()
+
+    def row(loss, seed, val, test, fraction=1.0):
+        return {"encoder": "resnet18", "loss": loss, "injection": False, "epochs": 40, "image_size": 128,
+                "seed": seed, "val_iou_eq8": val, "test_iou_eq8": test, "fraction": fraction}
+
+    rows = [row("focal", 0, 0.30, 0.10), row("focal", 1, 0.20, 0.12),     # best on val
+            row("bce", 0, 0.10, 0.50), row("bce", 1, 0.10, 0.50),         # best on test
+            row("dice", 0, 0.90, 0.90, fraction=0.5)]                      # a data-fraction row
+    assert seg.best_iou(rows) == pytest.approx(0.11)
