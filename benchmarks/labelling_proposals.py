@@ -139,8 +139,9 @@ def main() -> None:
                         help="fcdd: its native and Grad-CAM maps; segdec: its mask-trained maps; unet: a "
                              "`segment fit` segmenter's class probabilities.")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md / summary.json.")
+    parser.add_argument("--report", action="store_true", help="Only re-render the table from the kept rows.")
     args = parser.parse_args()
-    new = run(args.epochs, args.detector)
+    new = [] if args.report else run(args.epochs, args.detector)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for row in new:
         name = row["source"] if args.detector == "fcdd" else f"{args.detector}-native"
