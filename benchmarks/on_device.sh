@@ -17,6 +17,9 @@
 #              analogue, then the DLI ablation, then the data-fraction study, 40 epochs at 128 px) and
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
+#   synthesis  synthesis.py at the GPU size (128 px, 8000 diffusion steps, 3 seeds, 100 and 400 synthetic
+#              defects; its 64 px CPU rows stay beside). Needs diffusers in .whl/:
+#              pip download --no-deps -d .whl diffusers importlib-metadata
 # (The pretraining benchmark is left out: its rows pair with weights pretrained here, on the CPU.)
 #
 # Every benchmark keeps each fit's row as soon as it is done and skips the rows it already has (the
@@ -83,6 +86,8 @@ for name in "${STAGES[@]}"; do
     backbones) stage backbones benchmarks/fcdd_backbones.py --datasets magnetic_tile elpv --seeds 0 1 2 --jobs "$JOBS" ;;
     mining) stage mining benchmarks/mining_sweep.py --resume --jobs 6 --quiet ;;
     pixels) pixels ;;
-    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels)" >&2; exit 2 ;;
+    synthesis) stage synthesis benchmarks/synthesis.py --image-size 128 --train-steps 8000 --device cuda \
+                 --seeds 0 1 2 --counts 100 400 --no-write ;;
+    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, synthesis)" >&2; exit 2 ;;
   esac
 done
