@@ -6,9 +6,11 @@ background queries (each 2 training normals); pixel IoU and AUROC of the ensembl
 (foreground i, background i) pairs on the test masks, and the AUROC with which each uncertainty
 (entropy, spread, MC dropout) finds the wrongly classified pixels.
 
-Part "synth": FCDD at K = 10 real labelled defects, alone and with N extra synthetic defects per run
-(N = 100 / 400): painted by the class-conditional DDPM (trained from scratch on the training normals and
-the same 10 defects), or pasted by cut-paste / Poisson injection from the same 10 defects.
+Part "synth": FCDD (and, with `--models fcdd unet`, a U-Net segmenter) at K = 10 real labelled defects,
+alone and with N extra synthetic defects per run (N = 100 / 400): painted by the class-conditional DDPM
+(trained from scratch on the training normals and the same 10 defects), or pasted by cut-paste / Poisson
+injection from the same 10 defects. The segmenter is scored on the test masks (IoU eq. 8 over the
+defective test images, as the segmentation benchmark) and on image AUROC of its largest class probability.
 
 Resumable: every row is a JSON file under benchmarks/results/synthesis/ (delete it to re-run that row);
 the pretrained encoder and the diffusion model are kept under runs/bench/synthesis/.
@@ -36,6 +38,9 @@ from _table import machine_description, replace_section, update_summary  # noqa:
 RESULTS = REPO / "benchmarks" / "results" / "synthesis"
 WORK = REPO / "runs" / "bench" / "synthesis"
 FCDD_PARAMS = {"width": 8, "lr": 1e-3, "batch_size": 32}  # fcdd_benchmark.py's, epochs set per run
+# The segmenter (`--models unet`): our small CNN under SegDec's light decoder, focal loss (the loss with the
+# best mean val IoU in the segmentation benchmark), no injection (the extra defects are the variable).
+UNET_PARAMS = {"encoder": "cnn", "width": 8, "decoder_channels": [32, 16, 8], "loss": "focal", "eval_every": 2}
 N_QUERIES = 5
 
 
@@ -170,25 +175,62 @@ def _extra(method: str, count: int, data, pool, model, seed: int, steps: int) ->
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def run_fcdd(method: str, count: int, seed: int, args, cache: dict) -> dict:
-    from sklearn.metrics import roc_auc_score
-
+def _training_defects(method: str, count: int, seed: int, args, cache: dict):
+    """(the run's data, its K = 10 labelled defects plus `count` extra ones made by `method`)."""
     from defectmine.data import ImageDataset
     from defectmine.data.injection import defect_pool
-    from defectmine.models.registry import create
 
-    started = time.time()
     if "data" not in cache:
         cache["data"] = _data(10, args.image_size)
     data = cache["data"]
     anomalous = data.anomalous
     if method != "none":
         pool = defect_pool(anomalous.raw_images(), anomalous.class_masks(), anomalous.classes)
-        model = cache.setdefault("model", _diffusion(data, args)) if method == "diffusion" else None
-        images, masks = _extra(method, count, data, pool, model, seed, args.sample_steps)
+        if method == "diffusion" and "model" not in cache:
+            cache["model"] = _diffusion(data, args)
+        images, masks = _extra(method, count, data, pool, cache.get("model"), seed, args.sample_steps)
         anomalous = ImageDataset.from_tensor(
             np.concatenate([anomalous.raw_images().numpy(), images]), anomalous.spec, labels=[1] * (len(anomalous) + count),
             masks=np.concatenate([anomalous.class_masks(), masks]), classes=anomalous.classes)
+    return data, anomalous
+
+
+def run_unet(method: str, count: int, seed: int, args, cache: dict) -> dict:
+    """The segmenter on the training normals + the run's labelled defects (with their masks)."""
+    from sklearn.metrics import roc_auc_score
+
+    from defectmine.data import ImageDataset
+    from defectmine.evaluation.segmentation import segmentation_metrics
+    from defectmine.segment import create_segmenter
+
+    started = time.time()
+    data, anomalous = _training_defects(method, count, seed, args, cache)
+    normal = data.normal.raw_images().numpy()
+    masks = anomalous.class_masks()
+    train = ImageDataset.from_tensor(
+        np.concatenate([normal, anomalous.raw_images().numpy()]), anomalous.spec,
+        labels=[0] * len(normal) + [1] * len(anomalous),
+        masks=np.concatenate([np.zeros((len(normal), *masks.shape[1:]), masks.dtype), masks]), classes=anomalous.classes)
+    segmenter = create_segmenter("unet", **UNET_PARAMS, epochs=args.epochs, seed=seed, device=args.device, quiet=True)
+    segmenter.fit(train, val=data.val)
+    test = data.test
+    maps = segmenter.predict(test)
+    found = segmentation_metrics(maps.class_index(segmenter.threshold_, how="max"), test.class_masks(), test.classes,
+                                 available=test.mask_available)
+    image_scores = maps.anomaly_map("max").reshape(len(test), -1).max(axis=1)
+    return {"model": "unet", "method": method, "count": count if method != "none" else 0, "seed": seed,
+            "test_iou_eq8": found["defective_pooled_iou"], "test_mean_iou": found["mean_iou"],
+            "auroc": float(roc_auc_score(test.labels, image_scores)), "n_anomalous_train": len(anomalous),
+            "seconds": time.time() - started, "load_average": os.getloadavg()[0], "machine": machine_description()}
+
+
+def run_fcdd(method: str, count: int, seed: int, args, cache: dict) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from defectmine.models.registry import create
+
+    started = time.time()
+    data, anomalous = _training_defects(method, count, seed, args, cache)
     detector = create("fcdd", **FCDD_PARAMS, epochs=args.epochs, seed=seed, device=args.device, quiet=True)
     detector.fit(data.normal, anomalous, val=data.val)
     scores = detector.score(data.test, maps=False).image
@@ -225,11 +267,39 @@ def synth_table(rows: list[dict], args, train_seconds: float | None, sample_clas
         verdict = "helped" if gains.get("diffusion", 0) > 0 else "did not help"
         lines += ["", f"Verdict: {small} diffusion-painted defects {verdict} FCDD at K = 10 here ("
                   + ", ".join(f"{m} {g:+.3f}" for m, g in gains.items()) + " AUROC, mean over seeds). This is the "
-                  "small CPU run; the GPU-sized run (`--image-size 128 --train-steps 8000 --device cuda`) has not "
-                  "been run (no device for this task)."]
+                  "small CPU run; the GPU-sized run (`bash benchmarks/on_device.sh synthesis`: 128 px, 8000 steps, "
+                  "CUDA) has not been run (this task's device time went to the segmentation and zero-label rows)."]
     lines += ["", f"Generated samples at {args.image_size} px (16 of class `{sample_class}`, shown enlarged, the painted "
               "region outlined in green):", "",
               "![diffusion samples](benchmarks/results/synthesis/samples.png)"]
+    return "\n".join(lines)
+
+
+def unet_table(rows: list[dict], args) -> str:
+    """The segmenter's rows: test IoU (eq. 8) and image AUROC, each against K = 10 alone on the same seeds."""
+    from defectmine.evaluation import aggregate, format_mean_std
+
+    alone = {r["seed"]: r for r in rows if r["method"] == "none"}
+    lines = [f"U-Net segmenter ({json.dumps(UNET_PARAMS)}, {args.unet_epochs} epochs, {args.image_size} px, model selection "
+             "and pixel threshold on val), trained on the training normals and the K = 10 real defects' masks, with the "
+             "same extra defects as FCDD above (their masks: the painted or pasted region). Test IoU eq. 8 over the "
+             "defective test images; image AUROC of the largest class probability.", "",
+             "| extra defects | count | seeds | test IoU eq. 8 | minus K=10 alone | image AUROC | minus K=10 alone |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["count"]), []).append(r)
+
+    def stats(values):
+        return format_mean_std(aggregate([{"v": v} for v in values])["v"], 3)
+
+    for (method, count), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cells = []
+        for key in ("test_iou_eq8", "auroc"):
+            values = [r[key] for r in group]
+            gain = "-" if method == "none" else f"{np.mean(values) - np.mean([alone[r['seed']][key] for r in group]):+.3f}"
+            cells += [stats(values), gain]
+        lines.append(f"| {method} | {count} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -262,6 +332,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--models", nargs="+", default=["fcdd"], choices=["fcdd", "unet"],
+                        help="Which models take the synthetic defects: FCDD and/or the U-Net segmenter.")
+    parser.add_argument("--unet-epochs", type=int, default=20)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--counts", nargs="+", type=int, default=[100])
     parser.add_argument("--large-count-seeds", nargs="+", type=int, default=None,
@@ -290,17 +363,33 @@ def main() -> None:
 
         jobs = [("none", 0, s) for s in args.seeds] + [
             (m, c, s) for c in args.counts for m in args.methods for s in seeds_for(c)]
-        for method, count, seed in jobs:
-            path = RESULTS / f"fcdd-{tag}-{args.train_steps}steps-e{args.epochs}-{method}-n{count}-s{seed}.json"
-            rows.append(_cached(path, lambda: run_fcdd(method, count, seed, args, cache)))
-            print(f"{method} n={count} seed={seed}: AUROC {rows[-1]['auroc']:.3f}", flush=True)
+        unet_rows = []
+        for model_name in args.models:
+            for method, count, seed in jobs:
+                if model_name == "fcdd":
+                    path = RESULTS / f"fcdd-{tag}-{args.train_steps}steps-e{args.epochs}-{method}-n{count}-s{seed}.json"
+                    rows.append(_cached(path, lambda: run_fcdd(method, count, seed, args, cache)))
+                else:
+                    path = RESULTS / f"unet-{tag}-{args.train_steps}steps-e{args.unet_epochs}-{method}-n{count}-s{seed}.json"
+                    unet_rows.append(_cached(path, lambda: run_unet(method, count, seed, args, cache)))
+                last = (rows if model_name == "fcdd" else unet_rows)[-1]
+                print(f"{model_name} {method} n={count} seed={seed}: AUROC {last['auroc']:.3f}", flush=True)
         samples = RESULTS / "samples.json"
         sample_class = json.loads(samples.read_text())["class"] if samples.is_file() else write_samples(args)
         seconds_file = WORK / f"diffusion-{tag}-{args.train_steps}steps" / "train_seconds.json"
         seconds = json.loads(seconds_file.read_text())["seconds"] if seconds_file.is_file() else None
         text = synth_table(rows, args, seconds, sample_class)
-        sections += ["### Synthetic defects for FCDD at K = 10", "", text, "",
-                     "The segmenter with synthetic defects: not run (CPU budget)."]
+        sections += ["### Synthetic defects for FCDD at K = 10", "", text, ""]
+        if unet_rows:
+            sections += ["### Synthetic defects for the segmenter at K = 10", "", unet_table(unet_rows, args), ""]
+            unet_base = np.mean([r["test_iou_eq8"] for r in unet_rows if r["method"] == "none"])
+            for method in args.methods:
+                values = [r["test_iou_eq8"] for r in unet_rows if r["method"] == method and r["count"] == min(args.counts)]
+                if values:
+                    key = "synthetic" if method == "diffusion" else method
+                    summary[f"{key}_gain_unet_k10_iou"] = float(np.mean(values) - unet_base)
+        else:
+            sections += ["The segmenter with synthetic defects: not run in this command (`--models fcdd unet`)."]
         base = np.mean([r["auroc"] for r in rows if r["method"] == "none"])
         for method, key in (("diffusion", "synthetic_gain_fcdd_k10"), ("cutpaste", "cutpaste_gain_fcdd_k10"),
                             ("poisson", "poisson_gain_fcdd_k10")):
