@@ -124,6 +124,7 @@ def test_evaluate_refuses_a_run_whose_split_changed(fitted, tmp_path):
     (["-p", "lr=abc"], "lr"),
     (["--loss", "nonsense"], "nonsense"),
     (["--blend", "poisson,glue"], "unknown glue"),
+    (["--resize", "squash"], "squash"),
 ])
 def test_bad_options_fail_in_one_line(fitted, tmp_path, args, fragment):
     _, data, _ = fitted
@@ -146,6 +147,13 @@ def test_fit_with_one_blend_records_it(fitted, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "methods=('cutpaste',)" in metrics["training"]["injection"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["run"]["blend"] == ["cutpaste"]
+
+
+def test_fit_with_pad_resize_keeps_the_aspect_ratio_setting_in_the_model(fitted, tmp_path):
+    _, data, _ = fitted
+    result = _invoke("segment", "fit", "--data", data, "--out", tmp_path / "run", *FAST, "--resize", "pad")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["spec"]["resize"] == "pad"
 
 
 def test_a_non_empty_out_is_refused_without_overwrite(fitted):

@@ -32,6 +32,7 @@ def fit(
     epochs: int = typer.Option(30, help="Training epochs."),
     image_size: int = typer.Option(128, help="Images are resized to SIZE x SIZE (a multiple of 8)."),
     channels: int = typer.Option(1, help="1 (grayscale) or 3 (RGB)."),
+    resize: str = typer.Option("stretch", help="'stretch' or 'pad' (keep the aspect ratio; masks follow the images)."),
     injection: bool = typer.Option(True, help="Dynamic Label Injection: paste training defects into defect-free training images."),
     keep_clean: float = typer.Option(0.1, help="Share of defect-free training images injection leaves as they are."),
     blend: str = typer.Option("poisson,cutpaste", help="How injection pastes a defect, one of these at random each time: poisson (mixed gradients), poisson_normal, cutpaste."),
@@ -54,7 +55,7 @@ def fit(
     from defectmine.pipeline.segment_run import SegmentConfig, fit_segment_run
 
     config = SegmentConfig(data=data, encoder=encoder, loss=loss, epochs=epochs, image_size=image_size,
-                           channels=channels, injection=injection, keep_clean=keep_clean,
+                           channels=channels, resize=resize, injection=injection, keep_clean=keep_clean,
                            blend=tuple(m.strip() for m in blend.split(",") if m.strip()),
                            segmenter_params=parse_params(param), seed=seed, split_seed=split_seed, device=device,
                            skip_bad=skip_bad, quiet=quiet)
