@@ -14,7 +14,8 @@
 #   mining     mining_sweep.py: both sets, K = 1 ... 80, 3 seeds
 #   pixels     the pixel-level issues, three scripts side by side (OMP_NUM_THREADS=1 each fit), most wanted first:
 #              side_by_side.py SegDec rows (seeds 0-2; 'SegDec (60 epochs)' too), segmentation.py (Table 1
-#              analogue, then the DLI ablation, then the data-fraction study, 40 epochs at 128 px) and
+#              analogue, then the DLI ablation, then the data-fraction study, then our SSL encoder vs scratch;
+#              40 epochs at 128 px) and
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
 #   synthesis  synthesis.py at the GPU size (128 px, 8000 diffusion steps, 3 seeds, 100 and 400 synthetic
@@ -74,6 +75,7 @@ pixels() {
       stage encoders $seg --jobs 8 --encoders mobileone_s1 resnest50d --losses bce_dice weighted_ce --injection off on
       stage ablation $seg --jobs 8 --encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep-clean 0.1 0.5
       stage fractions $seg --jobs 8 --encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75
+      stage ssl $seg --jobs 8 --encoders cnn --losses focal bce_dice --injection off --weights scratch ssl
     ) &
     stage zero_label benchmarks/zero_label.py --budget gpu --seeds 0 1 2 --jobs 3 &
     wait
