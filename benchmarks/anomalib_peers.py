@@ -28,6 +28,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +37,11 @@ import torch.nn.functional as F
 from _table import SPEED_SAMPLE, score_speed  # benchmarks/ is on sys.path: as a script or via side_by_side
 
 PEERS = ("padim", "patchcore", "stfpm", "reverse_distillation", "cflow")
+# Peers of other benchmarks, not of the side-by-side table: Draem (zero_label.py's peer). anomalib's Draem
+# downloads DTD for its Perlin-anomaly textures unless given a folder; it gets the training images instead
+# (as our own draem uses), so nothing is downloaded and no outside data enters.
+EXTRA_PEERS = ("draem",)
+TEXTURE_IMAGES = 200  # training images written out as Draem's texture source
 
 # anomalib class per peer name.
 _CLASSES = {
@@ -44,13 +50,14 @@ _CLASSES = {
     "stfpm": "Stfpm",
     "reverse_distillation": "ReverseDistillation",
     "cflow": "Cflow",
+    "draem": "Draem",
 }
 
 # Padim and Patchcore only collect features (one pass over train, then a Gaussian fit / coreset);
 # the others are trained. Their defaults sit close to our own detectors' 25-epoch budget; Cflow gets
 # fewer because each of its epochs makes one optimiser step per 64 feature vectors ("fibers") per
 # layer, i.e. hundreds of steps per epoch already.
-DEFAULT_EPOCHS = {"padim": 1, "patchcore": 1, "stfpm": 25, "reverse_distillation": 25, "cflow": 10}
+DEFAULT_EPOCHS = {"padim": 1, "patchcore": 1, "stfpm": 25, "reverse_distillation": 25, "cflow": 10, "draem": 25}
 _MEMORY_BANK = frozenset({"padim", "patchcore"})
 
 TRAIN_BATCH_SIZE = 32  # anomalib's datamodules default to 32 too
@@ -69,7 +76,7 @@ def run_peer(name: str, train: np.ndarray, score_sets: dict[str, np.ndarray], *,
     """Fit anomalib's ``name`` detector on ``train`` and score every array in ``score_sets``.
 
     Args:
-        name: one of ``PEERS``.
+        name: one of ``PEERS`` or ``EXTRA_PEERS``.
         train: uint8 ``(N, H, W, C)``, ``C`` in {1, 3}, ``H == W``, ``N >= 2``: normal images only.
         score_sets: set name -> uint8 array with the same ``H, W, C`` as ``train`` (may be empty).
         seed: seeds python, numpy and torch (CPU and CUDA) before the model is built, so the
@@ -125,8 +132,8 @@ def run_peer(name: str, train: np.ndarray, score_sets: dict[str, np.ndarray], *,
     Raises:
         ValueError: unknown ``name``, bad array shape/dtype, mismatched sizes, bad ``epochs``/``device``.
     """
-    if name not in PEERS:
-        raise ValueError(f"unknown anomalib peer {name!r}; choose one of {', '.join(PEERS)}")
+    if name not in PEERS + EXTRA_PEERS:
+        raise ValueError(f"unknown anomalib peer {name!r}; choose one of {', '.join(PEERS + EXTRA_PEERS)}")
     _check_images("train", train)
     if len(train) < 2:
         raise ValueError(f"train needs at least 2 images, got {len(train)}")
@@ -151,12 +158,21 @@ def run_peer(name: str, train: np.ndarray, score_sets: dict[str, np.ndarray], *,
     elif not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
 
-    with _quiet(progress), _no_downloads():
+    with _quiet(progress), _no_downloads(), tempfile.TemporaryDirectory(prefix="anomalib_textures_") as textures:
         return _run(name, train, score_sets, seed=seed, device=device, epochs=epochs,
-                    progress=progress, backbone=backbone)
+                    progress=progress, backbone=backbone, textures=Path(textures))
 
 
-def _run(name, train, score_sets, *, seed, device, epochs, progress, backbone) -> dict:
+def _write_textures(train: np.ndarray, folder: Path) -> Path:
+    """Up to TEXTURE_IMAGES training images as PNG files in `folder` (Draem's anomaly texture source)."""
+    from PIL import Image
+
+    for i, image in enumerate(train[:TEXTURE_IMAGES]):
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def _run(name, train, score_sets, *, seed, device, epochs, progress, backbone, textures: Path) -> dict:
     import anomalib
     import lightning
     from lightning.pytorch import Trainer
@@ -164,7 +180,8 @@ def _run(name, train, score_sets, *, seed, device, epochs, progress, backbone) -
     dev = _resolve_device(device)
     started = time.perf_counter()
     _seed_everything(seed)
-    module = _build(name, size=train.shape[1], backbone=backbone)
+    module = _build(name, size=train.shape[1], backbone=backbone,
+                    textures=_write_textures(train, textures) if name == "draem" else None)
 
     n = len(train)
     batch_size = min(TRAIN_BATCH_SIZE, n)
@@ -234,10 +251,11 @@ def _default_backbone(name: str) -> str:
     """anomalib's default backbone for a peer, read off its constructor (what ``_build`` gets)."""
     import anomalib.models as models
 
-    return inspect.signature(getattr(models, _CLASSES[name]).__init__).parameters["backbone"].default
+    parameter = inspect.signature(getattr(models, _CLASSES[name]).__init__).parameters.get("backbone")
+    return parameter.default if parameter is not None else "none (its own networks)"
 
 
-def _build(name: str, *, size: int, backbone: str | None):
+def _build(name: str, *, size: int, backbone: str | None, textures: Path | None = None):
     """The anomalib LightningModule with pre_trained=False and all of its I/O components switched off."""
     import anomalib.models as models
 
@@ -247,6 +265,8 @@ def _build(name: str, *, size: int, backbone: str | None):
         kwargs["pre_trained"] = False
     if backbone is not None:
         kwargs["backbone"] = backbone
+    if textures is not None:
+        kwargs["dtd_dir"] = textures
     if name == "reverse_distillation":
         # RD reads its input size off the pre-processor's transform; give it a Resize to our own size
         # for that, then drop the pre-processor so that nothing is resized or normalised twice.

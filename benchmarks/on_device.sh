@@ -18,6 +18,8 @@
 #              40 epochs at 128 px) and
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
+#   draem_peer zero_label.py's anomalib Draem peer at the GPU budget (40 epochs, both sets, 3 seeds), beside
+#              our draem's --budget gpu rows. Needs anomalib's wheels in .whl/ (anomalib_wheels.sh).
 #   synthesis  synthesis.py at the GPU size (128 px, 8000 diffusion steps, 3 seeds, 100 and 400 synthetic
 #              defects; its 64 px CPU rows stay beside). Needs diffusers in .whl/:
 #              pip download --no-deps -d .whl diffusers importlib-metadata
@@ -88,8 +90,9 @@ for name in "${STAGES[@]}"; do
     backbones) stage backbones benchmarks/fcdd_backbones.py --datasets magnetic_tile elpv --seeds 0 1 2 --jobs "$JOBS" ;;
     mining) stage mining benchmarks/mining_sweep.py --resume --jobs 6 --quiet ;;
     pixels) pixels ;;
+    draem_peer) stage draem_peer benchmarks/zero_label.py --configs anomalib_draem:0 --budget gpu --seeds 0 1 2 --jobs 3 ;;
     synthesis) stage synthesis benchmarks/synthesis.py --image-size 128 --train-steps 8000 --device cuda \
                  --seeds 0 1 2 --counts 100 400 --no-write ;;
-    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, synthesis)" >&2; exit 2 ;;
+    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, draem_peer, synthesis)" >&2; exit 2 ;;
   esac
 done

@@ -41,6 +41,9 @@ GPU_PARAMS = {
 }
 BUDGETS = {"smoke": PARAMS, "gpu": GPU_PARAMS}
 CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10)]
+# anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
+# (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
+PEER = "anomalib_draem"
 MT_CLASSES = ("blowhole", "break", "crack", "fray", "uneven")
 TARGETS = {"mt_image": 0.90, "mt_pixel": 0.90, "elpv_image": 0.75}
 
@@ -103,8 +106,44 @@ def _figure(detector, test, path: Path) -> None:
     plt.close(fig)
 
 
+def run_peer_draem(dataset: str, seed: int, budget: str) -> dict:
+    """anomalib's Draem at our draem's epochs of this budget, K = 0 (normal images only): image metrics."""
+    import anomalib_peers
+    import numpy as np
+    import torch
+
+    from defectmine.core.results import Scores
+    from defectmine.evaluation import image_metrics
+    from defectmine.pipeline import RunConfig, evaluate_scores, prepare_data
+
+    epochs = BUDGETS[budget]["draem"]["epochs"]
+    config = RunConfig(data=dataset, k=0, seed=seed, image_size=IMAGE_SIZE, quiet=True)
+    data = prepare_data(config)
+
+    def arrays(images):
+        return images.raw_images().permute(0, 2, 3, 1).numpy()
+
+    result = anomalib_peers.run_peer("draem", arrays(data.normal), {"val": arrays(data.val), "test": arrays(data.test)},
+                                     seed=seed, epochs=epochs)
+    val_scores, test_scores = (np.asarray(result["scores"][name]) for name in ("val", "test"))
+    metrics = evaluate_scores(config, data.val, Scores(val_scores), data.test, Scores(test_scores))
+    val_normal = val_scores[data.val.labels == 0]
+    return {
+        "dataset": dataset, "detector": PEER, "k": 0, "seed": seed, "params": {"epochs": epochs}, "budget": budget,
+        "auroc": metrics["test"]["auroc"], "auprc": metrics["test"]["auprc"], "f1": metrics["test"]["f1"],
+        "f1_mean_std": image_metrics(data.test.labels, test_scores, float(val_normal.mean() + val_normal.std()))["f1"],
+        "maps": {}, "fit_seconds": result["fit_seconds"], "ms_per_image_b32": result.get("ms_per_image_b32"),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "best_epoch": None,
+        "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "machine": machine_description(),
+        "peer_params": result["params"],
+    }
+
+
 def run_one(dataset: str, detector_name: str, k: int, seed: int, budget: str = "smoke") -> dict:
     import torch
+
+    if detector_name == PEER:
+        return run_peer_draem(dataset, seed, budget)
 
     from defectmine.evaluation import image_metrics
     from defectmine.evaluation.thresholds import mean_std_threshold
@@ -188,10 +227,11 @@ def _groups(rows):
 
 
 def render(rows: list[dict], command: str) -> tuple[str, dict]:
-    ours = [r for r in rows if not r["detector"].startswith("fcdd")]
+    ours = [r for r in rows if not r["detector"].startswith("fcdd") and r["detector"] != PEER]
+    peer = [r for r in rows if r["detector"] == PEER]
     lines = [
         f"Command: `{command}`  ",
-        f"Date: {time.strftime('%Y-%m-%d')}; rows ran on: {machines_summary(r['machine'] for r in ours)}.  ",
+        f"Date: {time.strftime('%Y-%m-%d')}; rows ran on: {machines_summary(r['machine'] for r in ours + peer)}.  ",
         f"Settings: {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, fixed splits, from scratch; vae_gradcam {PARAMS['vae_gradcam']} "
         f"(5 blocks, latent 32, beta 1e-3, lambda 0.01, t 20); draem {PARAMS['draem']} (synthetic perlin + cutpaste + "
         f"poisson from the training images); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
@@ -215,7 +255,7 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
                 f"{_fmt([g.get('aupro') for g in got])} | {_fmt([g.get('dice') for g in got])} | "
                 f"{_fmt([g.get('iou') for g in got])} | {_fmt([r['fit_seconds'] for r in group], 0)} | "
                 f"{_fmt([r.get('ms_per_image_b32') for r in group], 2)} | {max(r.get('peak_rss_mb', 0) for r in group):.0f} |")
-            if dataset == "magnetic_tile" and not detector.startswith("fcdd"):
+            if dataset == "magnetic_tile" and not detector.startswith(("fcdd", PEER)):
                 cells = []
                 for name in MT_CLASSES:
                     got_c = [(r["maps"].get(kind, {}).get("per_class") or {}).get(name) or {} for r in group]
@@ -246,8 +286,29 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         value = summary[key]
         verdict = "not run" if value is None else ("met" if value >= target else f"missed by {target - value:.3f}")
         target_lines.append(f"- {label} >= {target}: {'n/a' if value is None else f'{value:.3f}'} ({verdict})")
-    target_lines.append("- ahead of anomalib Draem at the same budget: peer not run (no time to build the "
-                        "anomalib venv in this issue's budget); `draem_peer_mt_k0_auroc` is null.")
+    comparisons = []
+    for dataset in ("magnetic_tile", "elpv"):
+        for budget in sorted({r.get("budget", "smoke") for r in peer if r["dataset"] == dataset}):
+            theirs = [r for r in peer if r["dataset"] == dataset and r.get("budget", "smoke") == budget]
+            seeds = sorted(r["seed"] for r in theirs)
+            mine = [r for r in ours if r["dataset"] == dataset and r["detector"] == "draem" and r["k"] == 0
+                    and r.get("budget", "smoke") == budget and r["seed"] in seeds]
+            peer_auroc = sum(r["auroc"] for r in theirs) / len(theirs)
+            if dataset == "magnetic_tile" and (summary["draem_peer_mt_k0_auroc"] is None or budget == "gpu"):
+                summary["draem_peer_mt_k0_auroc"] = peer_auroc
+            line = f"{dataset}, {theirs[0]['params']['epochs']} epochs, seeds {seeds}: anomalib Draem {peer_auroc:.3f}"
+            if mine:
+                ours_auroc = sum(r["auroc"] for r in mine) / len(mine)
+                line += (f", our draem {ours_auroc:.3f} ({'ahead' if ours_auroc > peer_auroc else 'behind'} by "
+                         f"{abs(ours_auroc - peer_auroc):.3f}, over our seeds among those)")
+            comparisons.append(line)
+    if comparisons:
+        target_lines.append("- ahead of anomalib Draem at the same budget (test image AUROC): " + "; ".join(comparisons)
+                            + ". `draem_peer_mt_k0_auroc`: the Magnetic Tile peer (the GPU budget's where run).")
+    else:
+        target_lines.append("- ahead of anomalib Draem at the same budget: peer not run yet (`benchmarks/.venv/bin/python "
+                            "benchmarks/zero_label.py --configs anomalib_draem:0`, or `on_device.sh draem_peer`); "
+                            "`draem_peer_mt_k0_auroc` is null.")
     figures = [f"", *[f"![{p.stem}](benchmarks/results/zero_label/{p.name})" for p in sorted(RESULTS.glob("*.png"))]]
     return "\n".join(lines + per_class + target_lines + figures), summary
 
