@@ -8,6 +8,7 @@ the "zero-label" section of BENCHMARKS.md and summary.json.
     .venv/bin/python benchmarks/zero_label.py --seeds 0              # every row, seed 0
     .venv/bin/python benchmarks/zero_label.py --seeds 0 1 2          # more seeds as time allows
     .venv/bin/python benchmarks/zero_label.py --report               # re-render from the kept rows
+    benchmarks/.venv/bin/python benchmarks/zero_label.py --configs anomalib_draem:0 --budget gpu   # the peer
 """
 
 from __future__ import annotations
