@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import machine_description, replace_section, update_summary  # noqa: E402
+from segmentation import CNN_OPTIONS  # noqa: E402  (the small-CNN U-Net every CPU-sized benchmark shares)
 
 RESULTS = REPO / "benchmarks" / "results" / "labelling"
 DETECTOR_PARAMS = {"epochs": 25, "width": 8, "lr": 1e-3, "batch_size": 32}  # fcdd_benchmark.py's
@@ -36,7 +37,7 @@ SEGDEC_PARAMS = {**DETECTOR_PARAMS, "epochs": 15, "eval_every": 3}
 # The segmenter: our small CNN encoder (a CPU budget) under SegDec's decoder; focal loss without
 # injection, the loss with the best mean *val* IoU in the segmentation benchmark's 40-epoch rows.
 UNET_OPTIONS = {"encoder": "cnn", "loss": "focal", "epochs": 30, "injection": False,
-                "segmenter_params": {"decoder_channels": [32, 16, 8], "width": 8, "eval_every": 3}}
+                "segmenter_params": {**CNN_OPTIONS, "eval_every": 3}}
 IMAGE_SIZE, K, SEED = 128, 80, 0
 SOURCES = ("native", "gradcam")
 
@@ -48,20 +49,18 @@ def run(epochs: int, detector_name: str = "fcdd") -> list[dict]:
     from defectmine.pipeline import RunConfig, prepare_data
     from defectmine.pipeline.steps import create_detector, fit_detector
 
-    params = {**DETECTOR_PARAMS, "epochs": epochs} if detector_name == "fcdd" else dict(SEGDEC_PARAMS)
-    if detector_name == "unet":
-        params = {key: value for key, value in UNET_OPTIONS.items() if key != "segmenter_params"}
-    config = RunConfig(data="magnetic_tile", detector="fcdd" if detector_name == "unet" else detector_name,
-                       detector_params={} if detector_name == "unet" else params,
-                       k=K, seed=SEED, image_size=IMAGE_SIZE, quiet=True)
-    data = prepare_data(config)
-    if detector_name == "unet":
+    if detector_name == "unet":  # a segmenter: the detection split's data, its own fit
+        data = prepare_data(RunConfig(data="magnetic_tile", k=K, seed=SEED, image_size=IMAGE_SIZE, quiet=True))
         detector, fit_seconds = _fit_segmenter()
-        sources = ("segmenter",)
+        sources, trained_epochs = ("segmenter",), UNET_OPTIONS["epochs"]
     else:
+        params = {**DETECTOR_PARAMS, "epochs": epochs} if detector_name == "fcdd" else dict(SEGDEC_PARAMS)
+        config = RunConfig(data="magnetic_tile", detector=detector_name, detector_params=params,
+                           k=K, seed=SEED, image_size=IMAGE_SIZE, quiet=True)
+        data = prepare_data(config)
         detector = create_detector(config)
         fit_seconds = fit_detector(detector, data)
-        sources = SOURCES if detector_name == "fcdd" else ("native",)
+        sources, trained_epochs = (SOURCES if detector_name == "fcdd" else ("native",)), params["epochs"]
     rows = []
     test_defective = data.test.labels == 1
     for source in sources:
@@ -80,7 +79,7 @@ def run(epochs: int, detector_name: str = "fcdd") -> list[dict]:
             "proposals_per_normal_image": on_normal["proposals_per_image"],
             "threshold": settings.threshold, "threshold_val_quantile": float(np.mean(val_maps <= settings.threshold)),
             "open_px": settings.open_px, "close_px": settings.close_px, "min_area": settings.min_area,
-            "epochs": params["epochs"], "image_size": IMAGE_SIZE, "k": K, "seed": SEED, "fit_seconds": fit_seconds,
+            "epochs": trained_epochs, "image_size": IMAGE_SIZE, "k": K, "seed": SEED, "fit_seconds": fit_seconds,
             "proposal_seconds": time.perf_counter() - started, "machine": machine_description(),
             "load_average": os.getloadavg()[0],
         })

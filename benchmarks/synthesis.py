@@ -34,13 +34,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import machine_description, replace_section, update_summary  # noqa: E402
+from segmentation import CNN_OPTIONS  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "synthesis"
 WORK = REPO / "runs" / "bench" / "synthesis"
 FCDD_PARAMS = {"width": 8, "lr": 1e-3, "batch_size": 32}  # fcdd_benchmark.py's, epochs set per run
 # The segmenter (`--models unet`): our small CNN under SegDec's light decoder, focal loss (the loss with the
 # best mean val IoU in the segmentation benchmark), no injection (the extra defects are the variable).
-UNET_PARAMS = {"encoder": "cnn", "width": 8, "decoder_channels": [32, 16, 8], "loss": "focal", "eval_every": 2}
+UNET_PARAMS = {"encoder": "cnn", **CNN_OPTIONS, "loss": "focal", "eval_every": 2}
 N_QUERIES = 5
 
 

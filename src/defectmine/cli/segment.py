@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from defectmine.cli.app import app, console, friendly_errors, parse_params
+from defectmine.cli.options import split_list
 
 segment_app = typer.Typer(
     add_completion=False, rich_markup_mode=None, no_args_is_help=True,
@@ -56,7 +57,7 @@ def fit(
 
     config = SegmentConfig(data=data, encoder=encoder, loss=loss, epochs=epochs, image_size=image_size,
                            channels=channels, resize=resize, injection=injection, keep_clean=keep_clean,
-                           blend=tuple(m.strip() for m in blend.split(",") if m.strip()),
+                           blend=tuple(split_list(blend, "--blend")),
                            segmenter_params=parse_params(param), seed=seed, split_seed=split_seed, device=device,
                            skip_bad=skip_bad, quiet=quiet)
     result = fit_segment_run(config, out, overwrite=overwrite)

@@ -30,6 +30,18 @@ from defectmine.errors import ConfigError
 BLENDS = {"poisson": cv2.MIXED_CLONE, "poisson_normal": cv2.NORMAL_CLONE, "cutpaste": None}
 METHODS = tuple(BLENDS)
 
+
+def check_methods(methods, option: str = "methods") -> tuple[str, ...]:
+    """The paste methods as a tuple (one name or several); ConfigError naming `option` when the list is
+    empty or holds an unknown name."""
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    unknown = [m for m in methods if m not in BLENDS]
+    if not methods or unknown:
+        problem = f"unknown {', '.join(map(str, unknown))}" if unknown else "empty"
+        raise ConfigError(f"{option} {','.join(map(str, methods))}: {problem}. "
+                          f"Fix: one or more of {', '.join(METHODS)}, e.g. poisson,cutpaste.")
+    return methods
+
 _KERNEL = np.ones((3, 3), np.uint8)
 _ERODE = 3  # OpenCV's seamlessClone erodes its mask 3 times with a 3x3 kernel
 _GROW = _ERODE + 1  # Omega = defect dilated by this much: the eroded Omega still holds the defect

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from defectmine.data.blending import BLENDS, METHODS, CropTransform, paste
+from defectmine.data.blending import CropTransform, check_methods, paste
 from defectmine.data.masks import check_classes
 from defectmine.errors import ConfigError, DataError
 
@@ -191,10 +191,7 @@ def _check_options(
     """Validated (methods, class indices to balance); ConfigError naming the bad option."""
     if not isinstance(pool, DefectPool):
         raise ConfigError(f"pool must be a DefectPool (from defect_pool(...)); got {type(pool).__name__}.")
-    methods = (methods,) if isinstance(methods, str) else tuple(methods)
-    unknown = [m for m in methods if m not in BLENDS]
-    if not methods or unknown:
-        raise ConfigError(f"methods={methods!r}: use one or more of {', '.join(METHODS)}.")
+    methods = check_methods(methods)
     if isinstance(keep_clean, bool) or not isinstance(keep_clean, (int, float)) or not 0 <= keep_clean <= 1:
         raise ConfigError(f"keep_clean={keep_clean!r}: use a share in [0, 1].")
     if classes is None:  # every class the pool can supply

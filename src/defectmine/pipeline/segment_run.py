@@ -18,6 +18,8 @@ import torch
 
 from defectmine.core.results import ClassMaps
 from defectmine.data import ImageDataset, Record, Split
+from defectmine.data.blending import check_methods
+from defectmine.data.injection import DEFAULT_METHODS
 from defectmine.errors import ConfigError, DataError
 from defectmine.evaluation.segmentation import segmentation_metrics
 from defectmine.evaluation.split_metrics import evaluate_split
@@ -78,7 +80,7 @@ class SegmentConfig:
     resize: str = "stretch"
     injection: bool = True
     keep_clean: float = 0.1
-    blend: tuple[str, ...] = ("poisson", "cutpaste")
+    blend: tuple[str, ...] = DEFAULT_METHODS
     segmenter_params: dict = field(default_factory=dict)
     seed: int = 0
     split_seed: int | None = 0
@@ -93,13 +95,7 @@ class SegmentConfig:
         if isinstance(self.keep_clean, bool) or not isinstance(self.keep_clean, (int, float)) \
                 or not 0 <= self.keep_clean <= 1:
             raise ConfigError(f"--keep-clean {self.keep_clean!r}: must be a share in [0, 1], e.g. 0.1.")
-        from defectmine.data.blending import METHODS
-
-        self.blend = tuple(self.blend)
-        unknown = [m for m in self.blend if m not in METHODS]
-        if not self.blend or unknown:
-            raise ConfigError(f"--blend {','.join(self.blend)}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}. "
-                              f"Fix: one or more of {', '.join(METHODS)}, e.g. poisson,cutpaste.")
+        self.blend = check_methods(self.blend, "--blend")  # before any image is decoded
         self.data_config()  # image size, channels and resize, checked as detection checks them
 
     def data_config(self) -> RunConfig:
