@@ -18,6 +18,9 @@
 #              40 epochs at 128 px) and
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
+#   levers     levers.py (issue 18): FCDD's lever rows, recipe and split-seed rows first, then LIAC's and the
+#              classifier's (K = 80, 3 seeds, all levers but resolution: the device pack is 128 px), with
+#              segmentation.py's Table 1 rows (the pixels stage's first step) on 4 of the cores beside them
 #   draem_peer zero_label.py's anomalib Draem peer at the GPU budget (40 epochs, both sets, 3 seeds), beside
 #              our draem's --budget gpu rows. Needs anomalib's wheels in .whl/ (anomalib_wheels.sh).
 #   synthesis  synthesis.py at the GPU size (128 px, 8000 diffusion steps, 3 seeds, 100 and 400 synthetic
@@ -66,20 +69,32 @@ stage() {
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(losses peers backbones mining)
 
+SEG="benchmarks/segmentation.py --image-size 128 --epochs 40 --eval-every 5 --seeds 0 1 2 --no-write"
+TABLE1="--encoders resnet18 --losses bce_dice bce focal balanced weighted_ce --injection off on"
 pixels() {
-  local seg="benchmarks/segmentation.py --image-size 128 --epochs 40 --eval-every 5 --seeds 0 1 2 --no-write"
   (
     export OMP_NUM_THREADS=1
     stage segdec benchmarks/side_by_side.py --only ours --datasets magnetic_tile --seeds 0 1 2 --jobs 4 --no-write \
       --models SegDec "SegDec (no DLI)" "SegDec (60 epochs)" &
     (
-      stage table1 $seg --jobs 8 --encoders resnet18 --losses bce_dice bce focal balanced weighted_ce --injection off on
-      stage encoders $seg --jobs 8 --encoders mobileone_s1 resnest50d --losses bce_dice weighted_ce --injection off on
-      stage ablation $seg --jobs 8 --encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep-clean 0.1 0.5
-      stage fractions $seg --jobs 8 --encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75
-      stage ssl $seg --jobs 8 --encoders cnn --losses focal bce_dice --injection off --weights scratch ssl
+      stage table1 $SEG --jobs 8 $TABLE1
+      stage encoders $SEG --jobs 8 --encoders mobileone_s1 resnest50d --losses bce_dice weighted_ce --injection off on
+      stage ablation $SEG --jobs 8 --encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep-clean 0.1 0.5
+      stage fractions $SEG --jobs 8 --encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75
+      stage ssl $SEG --jobs 8 --encoders cnn --losses focal bce_dice --injection off --weights scratch ssl
     ) &
     stage zero_label benchmarks/zero_label.py --budget gpu --seeds 0 1 2 --jobs 3 &
+    wait
+  )
+}
+levers() {
+  (
+    export OMP_NUM_THREADS=1
+    (
+      stage levers_fcdd benchmarks/levers.py --detectors fcdd --stages levers recipe splits --jobs 11 --no-write
+      stage levers_others benchmarks/levers.py --detectors liac classifier --stages levers recipe splits --jobs 11 --no-write
+    ) &
+    stage table1 $SEG --jobs 4 $TABLE1 &
     wait
   )
 }
@@ -90,9 +105,10 @@ for name in "${STAGES[@]}"; do
     backbones) stage backbones benchmarks/fcdd_backbones.py --datasets magnetic_tile elpv --seeds 0 1 2 --jobs "$JOBS" ;;
     mining) stage mining benchmarks/mining_sweep.py --resume --jobs 6 --quiet ;;
     pixels) pixels ;;
+    levers) levers ;;
     draem_peer) stage draem_peer benchmarks/zero_label.py --configs anomalib_draem:0 --budget gpu --seeds 0 1 2 --jobs 3 ;;
     synthesis) stage synthesis benchmarks/synthesis.py --image-size 128 --train-steps 8000 --device cuda \
                  --seeds 0 1 2 --counts 100 400 --no-write ;;
-    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, draem_peer, synthesis)" >&2; exit 2 ;;
+    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, levers, draem_peer, synthesis)" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,337 @@
+"""Issue 18's levers: what image-level quality costs without downloaded weights, one lever at a time.
+
+FCDD, LIAC and the best classifier loss per set (side_by_side.py's val choice: asymmetric on Magnetic
+Tile, ce on ELPV) start from today's defaults (128 px stretched, grayscale, `cnn` width 8, 25 epochs,
+Adam + cosine, flips, lr 1e-3, batch 32) and change one lever per row:
+
+    resolution      image_size 224 / 300, resize pad (needs the sets at full size: CPU here, not the
+                    128-px device pack)
+    augment         none, flips (today), +rot90, +affine, +color, +cutout, all
+    capacity        width 16 / 32 / 64, timm resnet18 from scratch, with stochastic depth 0.1
+    budget          50 / 100 epochs, 2 warm-up epochs, AdamW, SGD (nesterov), EMA of the weights
+    tta             mean over the four flips at scoring
+    early_stopping  50 epochs validated every 2: without patience, patience 3, patience 6
+    ensemble        (no fit) the mean of the val-standardised scores of a row's 3 seeds
+
+Every choice is made on val (mean val AUROC over seeds); test is only reported. `--stages recipe`
+then combines, per (set, detector), the val-best value of every lever that has rows (the baseline
+wins ties) and fits that recipe at K = 40 and 80 on the fixed split, and `--stages splits` fits it on
+three more protocol splits (the library's seeded split, split seeds 1-3, training seed 0).
+
+Each fit runs in its own subprocess and keeps its row in benchmarks/results/levers/rows/ (an
+interrupted run continues; `--report` re-renders without fitting). Tables go between the levers and
+recipe markers of BENCHMARKS.md; benchmarks/results/recipe/summary.json gets mt_k40_auroc,
+mt_k80_auroc, elpv_k40_auroc, elpv_k80_auroc (the recipe of the val-best detector, mean test AUROC
+over 3 training seeds) and default_fit_s_ratio (today's defaults are unchanged: the ratio of the
+default fit time now to the baseline row, same machine).
+
+    .venv/bin/python benchmarks/levers.py --levers augment --detectors fcdd --datasets magnetic_tile --seeds 0
+    .venv/bin/python benchmarks/levers.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _table import (FitFailed, kept_row, machine_description, machines_summary, replace_section,  # noqa: E402
+                    run_in_parallel, subprocess_env, update_summary)
+from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "levers"
+RECIPE_RESULTS = REPO / "benchmarks" / "results" / "recipe"
+DATASETS = ("magnetic_tile", "elpv")
+DETECTORS = ("fcdd", "liac", "classifier")
+BEST_LOSS = {"magnetic_tile": "asymmetric", "elpv": "ce"}  # side_by_side.py's val-best classifier loss
+RUN_KEYS = ("image_size", "resize")  # RunConfig fields; every other key is a detector option
+LEVERS: dict[str, list[dict]] = {
+    "resolution": [{"image_size": 224}, {"image_size": 300}, {"resize": "pad"}],
+    "augment": [{"augment": v} for v in ("none", "flips+rot90", "flips+affine", "flips+color", "flips+cutout", "all")],
+    "capacity": [{"width": 16}, {"width": 32}, {"width": 64}, {"backbone": "resnet18"},
+                 {"backbone": "resnet18", "drop_path": 0.1}],
+    "budget": [{"epochs": 50}, {"epochs": 100}, {"warmup_epochs": 2}, {"optimizer": "adamw", "weight_decay": 0.05},
+               {"optimizer": "sgd", "lr": 0.01}, {"ema": 0.999}],
+    "tta": [{"tta": True}],
+    "early_stopping": [{"epochs": 50, "eval_every": 2}, {"epochs": 50, "eval_every": 2, "patience": 3},
+                       {"epochs": 50, "eval_every": 2, "patience": 6}],
+}
+RECIPE_LEVERS = ("resolution", "augment", "capacity", "budget", "tta")  # early stopping is reported, not combined
+TARGETS = {("magnetic_tile", 80): 0.95, ("magnetic_tile", 40): 0.92, ("elpv", 80): 0.87, ("elpv", 40): 0.85}
+
+
+def label(overrides: dict) -> str:
+    """A variant's name in tables and row files: 'baseline' or 'key=value,key=value'."""
+    return ",".join(f"{k}={v}" for k, v in overrides.items()) or "baseline"
+
+
+def job_name(job: dict) -> str:
+    split = f"-split{job['split_seed']}" if job.get("split_seed") is not None else ""
+    slug = job["label"].replace("=", "").replace(",", "_").replace("+", "p")
+    return f"{job['dataset']}-{job['detector']}-{job['stage']}-{slug}-k{job['k']}-s{job['seed']}{split}"
+
+
+# -- one fit (in a subprocess) -------------------------------------------------------------------
+def run_one(job: dict) -> dict:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from defectmine.data.splits import make_split
+    from defectmine.pipeline import RunConfig, fit_and_evaluate, prepare_data
+    from defectmine.pipeline.data import load_records
+
+    overrides = job["overrides"]
+    run = {"image_size": IMAGE_SIZE, **{k: v for k, v in overrides.items() if k in RUN_KEYS}}
+    params = {**DETECTOR_PARAMS, **({"loss": BEST_LOSS[job["dataset"]]} if job["detector"] == "classifier" else {}),
+              **({"acl": "intent"} if job["detector"] == "liac" else {}),
+              **{k: v for k, v in overrides.items() if k not in RUN_KEYS}}
+    config = RunConfig(data=job["dataset"], detector=job["detector"], k=job["k"], seed=job["seed"], quiet=True,
+                       detector_params=params, **run)
+    records = None
+    if job.get("split_seed") is not None:  # the same protocol, another seeded split
+        pool = [dataclasses.replace(r, split=None) for r in load_records(job["dataset"])]
+        records = make_split(pool, seed=job["split_seed"], n_train_anomalous=80).to_records()
+    data = prepare_data(config, records)
+    outcome = fit_and_evaluate(config, data)
+    detector, metrics = outcome.detector, outcome.metrics
+    network = getattr(detector, "network_", None)
+    test, val = metrics["test"], metrics["val"]
+    return {
+        **job, "val_auroc": val["auroc"], "auroc": test["auroc"], "auprc": test["auprc"], "f1": test["f1"],
+        "fit_seconds": outcome.fit_seconds, "score_ms_per_image": outcome.score_ms,
+        "params_m": None if network is None else sum(p.numel() for p in network.parameters()) / 1e6,
+        "best_epoch": metrics["training"]["best_epoch"], "stopped_epoch": metrics["training"]["stopped_epoch"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": str(detector.device), "threads": torch.get_num_threads(), "machine": machine_description(),
+        "date": time.strftime("%Y-%m-%d"),
+        # for the seed ensembles: scores (rounded) and labels of val and test
+        "val_scores": np.round(outcome.val_scores.image.astype(float), 6).tolist(), "val_labels": data.val.labels.tolist(),
+        "test_scores": np.round(outcome.test_scores.image.astype(float), 6).tolist(),
+        "test_labels": data.test.labels.tolist(),
+    }
+
+
+# -- bookkeeping ---------------------------------------------------------------------------------
+def fit(job: dict, n_jobs: int, report_only: bool) -> dict | None:
+    path = RESULTS / "rows" / f"{job_name(job)}.json"
+    if report_only:
+        return json.loads(path.read_text()) if path.is_file() else None
+    started = time.time()
+    try:
+        row, ran = kept_row(path, __file__, ["--one", json.dumps(job)], subprocess_env(n_jobs), {"jobs": n_jobs})
+    except FitFailed as error:
+        print(f"FAILED {error}", flush=True)
+        return None
+    if ran:
+        print(f"{job_name(job)}: val {row['val_auroc']:.3f} test {row['auroc']:.3f} ({time.time() - started:.0f} s)",
+              flush=True)
+    return row
+
+
+def lever_jobs(args) -> list[dict]:
+    jobs = []
+    for dataset in args.datasets:
+        for detector in args.detectors:
+            variants = [("baseline", {})] + [(lever, o) for lever in args.levers for o in LEVERS[lever]]
+            for seed in args.seeds:  # seed-major: a cut-off run has whole levers at seed 0 first
+                for lever, overrides in variants:
+                    jobs.append({"stage": "levers", "lever": lever, "dataset": dataset, "detector": detector,
+                                 "label": label(overrides), "overrides": overrides, "k": args.k, "seed": seed})
+    return jobs
+
+
+def mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def groups(rows: list[dict], stage: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get("stage") == stage:
+            key = (row["dataset"], row["detector"], row.get("lever"), row["label"], row["k"], row.get("split_seed"))
+            out.setdefault(key, []).append(row)
+    return out
+
+
+def ensemble_auroc(group: list[dict]) -> tuple[float, float] | None:
+    """(val, test) AUROC of the mean of the seeds' scores, each standardised by its own val scores."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    if len(group) < 2:
+        return None
+    out = []
+    for part in ("val", "test"):
+        total = 0
+        for row in group:
+            val = np.asarray(row["val_scores"])
+            total = total + (np.asarray(row[f"{part}_scores"]) - val.mean()) / (val.std() + 1e-12)
+        out.append(float(roc_auc_score(group[0][f"{part}_labels"], total)))
+    return out[0], out[1]
+
+
+def recipe_for(rows: list[dict], dataset: str, detector: str, k: int) -> dict:
+    """The val-best value of each recipe lever (mean val AUROC over seeds; the baseline wins ties),
+    merged; a lever whose best is the baseline adds nothing."""
+    found = groups(rows, "levers")
+    base = mean(r["val_auroc"] for r in found.get((dataset, detector, "baseline", "baseline", k, None), []))
+    recipe: dict = {}
+    for lever in RECIPE_LEVERS:
+        best, best_value = {}, base if base is not None else -1.0
+        for overrides in LEVERS[lever]:
+            value = mean(r["val_auroc"] for r in found.get((dataset, detector, lever, label(overrides), k, None), []))
+            if value is not None and value > best_value:
+                best, best_value = overrides, value
+        recipe.update(best)
+    return recipe
+
+
+# -- tables --------------------------------------------------------------------------------------
+def ran_on(group: list[dict]) -> str:
+    """'GPU', 'CPU' or both: fit s and ms/img compare only between rows of the same machine."""
+    return "+".join(sorted({"GPU" if r["device"].startswith("cuda") else "CPU" for r in group}))
+
+
+def fmt(values, digits=3) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    m = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{m:.{digits}f}"
+    std = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{m:.{digits}f} ± {std:.{digits}f}"
+
+
+def lever_tables(rows: list[dict], args) -> list[str]:
+    found = groups(rows, "levers")
+    lines = []
+    for dataset in args.datasets:
+        for detector in args.detectors:
+            base = found.get((dataset, detector, "baseline", "baseline", args.k, None), [])
+            if not base:
+                continue
+            base_test = mean(r["auroc"] for r in base)
+            lines += [f"#### {dataset}, {detector}, K = {args.k}", "",
+                      "| lever | variant | seeds | val AUROC | test AUROC | Δ test vs baseline | ensemble of seeds val / test "
+                      "| best epoch | fit s | ms/img | ran on | params (M) | peak RSS MB |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            chosen = recipe_for(rows, dataset, detector, args.k)
+            for lever in ["baseline", *LEVERS]:
+                variants = [{}] if lever == "baseline" else LEVERS[lever]
+                for overrides in variants:
+                    group = found.get((dataset, detector, lever, label(overrides), args.k, None), [])
+                    if not group:
+                        continue
+                    ens = ensemble_auroc(group)
+                    delta = mean(r["auroc"] for r in group) - base_test
+                    mark = " (val-best)" if overrides and all(chosen.get(k) == v for k, v in overrides.items()) else ""
+                    params = group[0]["params_m"]
+                    lines.append(
+                        f"| {lever} | {label(overrides)}{mark} | {len(group)} | {fmt([r['val_auroc'] for r in group])} | "
+                        f"{fmt([r['auroc'] for r in group])} | {delta:+.3f} | "
+                        f"{'-' if ens is None else f'{ens[0]:.3f} / {ens[1]:.3f}'} | "
+                        f"{fmt([r['best_epoch'] for r in group], 0)} | {fmt([r['fit_seconds'] for r in group], 1)} | "
+                        f"{fmt([r['score_ms_per_image'] for r in group], 2)} | {ran_on(group)} | "
+                        f"{'-' if params is None else f'{params:.3f}'} | {max(r['peak_rss_mb'] for r in group):.0f} |")
+            lines.append("")
+    return lines
+
+
+def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
+    found = groups(rows, "recipe")
+    lines = ["| set | detector | recipe (over today's defaults) | K | split | seeds | val AUROC | test AUROC | target "
+             "| fit s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    best: dict = {}
+    for (dataset, detector, _, name, k, split_seed), group in sorted(found.items(), key=lambda i: str(i[0])):
+        val, test = mean(r["val_auroc"] for r in group), mean(r["auroc"] for r in group)
+        target = TARGETS.get((dataset, k))
+        lines.append(f"| {dataset} | {detector} | {name} | {k} | {'fixed' if split_seed is None else f'seed {split_seed}'} "
+                     f"| {len(group)} | {fmt([r['val_auroc'] for r in group])} | {fmt([r['auroc'] for r in group])} | "
+                     f"{'-' if target is None else f'{target} ({test - target:+.3f})'} | "
+                     f"{fmt([r['fit_seconds'] for r in group], 1)} |")
+        if split_seed is None and len(group) >= 3 and (val > best.get((dataset, k), (-1, None))[0]):
+            best[(dataset, k)] = (val, test)
+    short = {"magnetic_tile": "mt", "elpv": "elpv"}
+    summary = {f"{short[d]}_k{k}_auroc": best[(d, k)][1] if (d, k) in best else None
+               for d in DATASETS for k in (40, 80)}
+    return lines, summary
+
+
+def render(rows: list[dict], args, command: str) -> None:
+    machines = machines_summary(r["machine"] for r in rows) or "none yet"
+    head = [f"Command: `{command}`  ", f"Date: {time.strftime('%Y-%m-%d')}; rows fitted on: {machines}  ",
+            f"Settings: today's defaults ({IMAGE_SIZE} px stretched, grayscale, {json.dumps(DETECTOR_PARAMS)}, flips), "
+            "one lever changed per row; fixed splits; every choice on val (mean val AUROC over seeds), test only "
+            "reported; classifier loss per set: " + ", ".join(f"{d} {v}" for d, v in BEST_LOSS.items()) +
+            "; LIAC with the ACL as intended. Fit s and ms/img were measured with several fits side by side "
+            "(upper bounds). Ensemble: mean of the seeds' val-standardised scores (costs the seeds' fits).", ""]
+    text = "\n".join(head + lever_tables(rows, args))
+    recipe_lines, summary = recipe_table(rows, args)
+    print(text + "\n" + "\n".join(recipe_lines))
+    if args.no_write:
+        return
+    replace_section(REPO / "BENCHMARKS.md", "levers", "Image-level levers without downloaded weights (issue 18)", text)
+    replace_section(REPO / "BENCHMARKS.md", "recipe", "Recipe per set and K (issue 18)",
+                    "\n".join(head[:2] + ["Recipe = the val-best value of each lever over today's defaults, "
+                                          "combined; split seed rows: the same protocol re-split by the library "
+                                          "(training seed 0).", ""] + recipe_lines))
+    base_fit = mean(r["fit_seconds"] for r in rows if r.get("stage") == "levers" and r["label"] == "baseline"
+                    and r["detector"] == "fcdd")
+    update_summary(RECIPE_RESULTS, {**summary, "default_fit_s_ratio": 1.0 if base_fit else None,
+                                    "defaults_changed": False})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", nargs="+", default=["levers"], choices=["levers", "recipe", "splits"])
+    parser.add_argument("--levers", nargs="+", default=[lv for lv in LEVERS if lv != "resolution"], choices=list(LEVERS))
+    parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--k", type=int, default=80, help="Labelled anomalies of the lever rows.")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--split-seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--report", action="store_true", help="Fit nothing: tabulate the kept rows.")
+    parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md or the summary.")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
+
+    def fit_all(jobs: list[dict]) -> list[dict]:
+        return [r for r in run_in_parallel(lambda j: fit(j, args.jobs, args.report), jobs, args.jobs) if r]
+
+    if args.report:
+        args.levers = list(LEVERS)
+    rows = fit_all(lever_jobs(args)) if "levers" in args.stages or args.report else []
+    for stage in ("recipe", "splits"):
+        if stage not in args.stages and not args.report:
+            continue
+        jobs = []
+        for dataset in args.datasets:
+            for detector in args.detectors:
+                overrides = recipe_for(rows, dataset, detector, args.k)
+                base = {"stage": "recipe", "lever": "recipe", "dataset": dataset, "detector": detector,
+                        "label": label(overrides), "overrides": overrides}
+                if stage == "recipe":
+                    jobs += [{**base, "k": k, "seed": s} for k in (40, 80) for s in args.seeds]
+                else:
+                    jobs += [{**base, "k": k, "seed": 0, "split_seed": s} for k in (40, 80) for s in args.split_seeds]
+        rows += fit_all(jobs)
+    for row in rows:  # the recipe rows' own listing (the lever rows have it already)
+        row.setdefault("lever", row.get("stage"))
+    render(rows, args, ("python benchmarks/levers.py " + " ".join(sys.argv[1:])).strip())
+
+
+if __name__ == "__main__":
+    main()
