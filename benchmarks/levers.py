@@ -73,7 +73,15 @@ def label(overrides: dict) -> str:
 def job_name(job: dict) -> str:
     split = f"-split{job['split_seed']}" if job.get("split_seed") is not None else ""
     slug = job["label"].replace("=", "").replace(",", "_").replace("+", "p")
-    return f"{job['dataset']}-{job['detector']}-{job['stage']}-{slug}-k{job['k']}-s{job['seed']}{split}"
+    return f"{job['dataset']}-{job['detector']}-{job['stage']}-{slug}-k{job['k']}-s{job['seed']}{split}-{job['where']}"
+
+
+def where() -> str:
+    """'gpu' or 'cpu': rows of the two kinds of machine are kept and compared apart (fit times differ,
+    and the device pack holds the sets at 128 px only)."""
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 # -- one fit (in a subprocess) -------------------------------------------------------------------
@@ -119,10 +127,14 @@ def run_one(job: dict) -> dict:
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------
-def fit(job: dict, n_jobs: int, report_only: bool) -> dict | None:
+def load_rows(args) -> list[dict]:
+    """Every kept row of these sets and detectors, from either machine."""
+    rows = [json.loads(p.read_text()) for p in sorted((RESULTS / "rows").glob("*.json"))]
+    return [r for r in rows if r["dataset"] in args.datasets and r["detector"] in args.detectors]
+
+
+def fit(job: dict, n_jobs: int) -> dict | None:
     path = RESULTS / "rows" / f"{job_name(job)}.json"
-    if report_only:
-        return json.loads(path.read_text()) if path.is_file() else None
     started = time.time()
     try:
         row, ran = kept_row(path, __file__, ["--one", json.dumps(job)], subprocess_env(n_jobs), {"jobs": n_jobs})
@@ -143,7 +155,8 @@ def lever_jobs(args) -> list[dict]:
             for seed in args.seeds:  # seed-major: a cut-off run has whole levers at seed 0 first
                 for lever, overrides in variants:
                     jobs.append({"stage": "levers", "lever": lever, "dataset": dataset, "detector": detector,
-                                 "label": label(overrides), "overrides": overrides, "k": args.k, "seed": seed})
+                                 "label": label(overrides), "overrides": overrides, "k": args.k, "seed": seed,
+                                 "where": args.where})
     return jobs
 
 
@@ -156,7 +169,8 @@ def groups(rows: list[dict], stage: str) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = {}
     for row in rows:
         if row.get("stage") == stage:
-            key = (row["dataset"], row["detector"], row.get("lever"), row["label"], row["k"], row.get("split_seed"))
+            key = (row["dataset"], row["detector"], row.get("lever"), row["label"], row["k"], row.get("split_seed"),
+                   row["where"])
             out.setdefault(key, []).append(row)
     return out
 
@@ -178,28 +192,28 @@ def ensemble_auroc(group: list[dict]) -> tuple[float, float] | None:
     return out[0], out[1]
 
 
-def recipe_for(rows: list[dict], dataset: str, detector: str, k: int) -> dict:
-    """The val-best value of each recipe lever (mean val AUROC over seeds; the baseline wins ties),
-    merged; a lever whose best is the baseline adds nothing."""
+def recipe_for(rows: list[dict], dataset: str, detector: str, k: int, *, resolution: bool = True) -> dict:
+    """The val-best value of each recipe lever, merged: the variant whose mean val AUROC over seeds beats
+    its own machine's baseline by most (the baseline wins ties; a lever whose best is the baseline adds
+    nothing). `resolution` False leaves that lever out (the device pack is 128 px only)."""
     found = groups(rows, "levers")
-    base = mean(r["val_auroc"] for r in found.get((dataset, detector, "baseline", "baseline", k, None), []))
     recipe: dict = {}
     for lever in RECIPE_LEVERS:
-        best, best_value = {}, base if base is not None else -1.0
-        for overrides in LEVERS[lever]:
-            value = mean(r["val_auroc"] for r in found.get((dataset, detector, lever, label(overrides), k, None), []))
-            if value is not None and value > best_value:
-                best, best_value = overrides, value
+        if lever == "resolution" and not resolution:
+            continue
+        best, best_gain = {}, 0.0
+        for machine in ("cpu", "gpu"):
+            base = mean(r["val_auroc"] for r in found.get((dataset, detector, "baseline", "baseline", k, None, machine), []))
+            for overrides in LEVERS[lever]:
+                group = found.get((dataset, detector, lever, label(overrides), k, None, machine), [])
+                value = mean(r["val_auroc"] for r in group)
+                if base is not None and value is not None and value - base > best_gain:
+                    best, best_gain = overrides, value - base
         recipe.update(best)
     return recipe
 
 
 # -- tables --------------------------------------------------------------------------------------
-def ran_on(group: list[dict]) -> str:
-    """'GPU', 'CPU' or both: fit s and ms/img compare only between rows of the same machine."""
-    return "+".join(sorted({"GPU" if r["device"].startswith("cuda") else "CPU" for r in group}))
-
-
 def fmt(values, digits=3) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -216,46 +230,49 @@ def lever_tables(rows: list[dict], args) -> list[str]:
     lines = []
     for dataset in args.datasets:
         for detector in args.detectors:
-            base = found.get((dataset, detector, "baseline", "baseline", args.k, None), [])
-            if not base:
-                continue
-            base_test = mean(r["auroc"] for r in base)
-            lines += [f"#### {dataset}, {detector}, K = {args.k}", "",
-                      "| lever | variant | seeds | val AUROC | test AUROC | Δ test vs baseline | ensemble of seeds val / test "
-                      "| best epoch | fit s | ms/img | ran on | params (M) | peak RSS MB |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             chosen = recipe_for(rows, dataset, detector, args.k)
-            for lever in ["baseline", *LEVERS]:
-                variants = [{}] if lever == "baseline" else LEVERS[lever]
-                for overrides in variants:
-                    group = found.get((dataset, detector, lever, label(overrides), args.k, None), [])
-                    if not group:
-                        continue
-                    ens = ensemble_auroc(group)
-                    delta = mean(r["auroc"] for r in group) - base_test
-                    mark = " (val-best)" if overrides and all(chosen.get(k) == v for k, v in overrides.items()) else ""
-                    params = group[0]["params_m"]
-                    lines.append(
-                        f"| {lever} | {label(overrides)}{mark} | {len(group)} | {fmt([r['val_auroc'] for r in group])} | "
-                        f"{fmt([r['auroc'] for r in group])} | {delta:+.3f} | "
-                        f"{'-' if ens is None else f'{ens[0]:.3f} / {ens[1]:.3f}'} | "
-                        f"{fmt([r['best_epoch'] for r in group], 0)} | {fmt([r['fit_seconds'] for r in group], 1)} | "
-                        f"{fmt([r['score_ms_per_image'] for r in group], 2)} | {ran_on(group)} | "
-                        f"{'-' if params is None else f'{params:.3f}'} | {max(r['peak_rss_mb'] for r in group):.0f} |")
-            lines.append("")
+            for machine in ("gpu", "cpu"):
+                base = found.get((dataset, detector, "baseline", "baseline", args.k, None, machine), [])
+                if not base:
+                    continue
+                base_test = mean(r["auroc"] for r in base)
+                lines += [f"#### {dataset}, {detector}, K = {args.k}, fitted on the {machine.upper()} machine", "",
+                          "| lever | variant | seeds | val AUROC | test AUROC | Δ test vs baseline | ensemble of seeds "
+                          "val / test | best epoch | fit s | ms/img | params (M) | peak RSS MB |",
+                          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                for lever in ["baseline", *LEVERS]:
+                    for overrides in [{}] if lever == "baseline" else LEVERS[lever]:
+                        group = found.get((dataset, detector, lever, label(overrides), args.k, None, machine), [])
+                        if group:
+                            lines.append(lever_line(lever, overrides, group, base_test, chosen))
+                lines.append("")
     return lines
+
+
+def lever_line(lever: str, overrides: dict, group: list[dict], base_test: float, chosen: dict) -> str:
+    ens = ensemble_auroc(group)
+    delta = mean(r["auroc"] for r in group) - base_test
+    mark = " (val-best)" if overrides and all(chosen.get(k) == v for k, v in overrides.items()) else ""
+    params = group[0]["params_m"]
+    return (f"| {lever} | {label(overrides)}{mark} | {len(group)} | {fmt([r['val_auroc'] for r in group])} | "
+            f"{fmt([r['auroc'] for r in group])} | {delta:+.3f} | "
+            f"{'-' if ens is None else f'{ens[0]:.3f} / {ens[1]:.3f}'} | "
+            f"{fmt([r['best_epoch'] for r in group], 0)} | {fmt([r['fit_seconds'] for r in group], 1)} | "
+            f"{fmt([r['score_ms_per_image'] for r in group], 2)} | "
+            f"{'-' if params is None else f'{params:.3f}'} | {max(r['peak_rss_mb'] for r in group):.0f} |")
 
 
 def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
     found = groups(rows, "recipe")
-    lines = ["| set | detector | recipe (over today's defaults) | K | split | seeds | val AUROC | test AUROC | target "
-             "| fit s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | detector | recipe (over today's defaults) | K | split | machine | seeds | val AUROC | test AUROC "
+             "| target | fit s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     best: dict = {}
-    for (dataset, detector, _, name, k, split_seed), group in sorted(found.items(), key=lambda i: str(i[0])):
+    for (dataset, detector, _, name, k, split_seed, machine), group in sorted(found.items(), key=lambda i: str(i[0])):
         val, test = mean(r["val_auroc"] for r in group), mean(r["auroc"] for r in group)
         target = TARGETS.get((dataset, k))
         lines.append(f"| {dataset} | {detector} | {name} | {k} | {'fixed' if split_seed is None else f'seed {split_seed}'} "
-                     f"| {len(group)} | {fmt([r['val_auroc'] for r in group])} | {fmt([r['auroc'] for r in group])} | "
+                     f"| {machine.upper()} | {len(group)} | {fmt([r['val_auroc'] for r in group])} | "
+                     f"{fmt([r['auroc'] for r in group])} | "
                      f"{'-' if target is None else f'{target} ({test - target:+.3f})'} | "
                      f"{fmt([r['fit_seconds'] for r in group], 1)} |")
         if split_seed is None and len(group) >= 3 and (val > best.get((dataset, k), (-1, None))[0]):
@@ -307,29 +324,31 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
-
-    def fit_all(jobs: list[dict]) -> list[dict]:
-        return [r for r in run_in_parallel(lambda j: fit(j, args.jobs, args.report), jobs, args.jobs) if r]
-
+    args.where = where()
     if args.report:
-        args.levers = list(LEVERS)
-    rows = fit_all(lever_jobs(args)) if "levers" in args.stages or args.report else []
+        args.stages = []
+
+    def fit_all(jobs: list[dict]) -> None:
+        if not args.report:
+            run_in_parallel(lambda j: fit(j, args.jobs), jobs, args.jobs)
+
+    if "levers" in args.stages:
+        fit_all(lever_jobs(args))
     for stage in ("recipe", "splits"):
-        if stage not in args.stages and not args.report:
+        if stage not in args.stages:
             continue
-        jobs = []
+        rows, jobs = load_rows(args), []
         for dataset in args.datasets:
             for detector in args.detectors:
-                overrides = recipe_for(rows, dataset, detector, args.k)
+                overrides = recipe_for(rows, dataset, detector, args.k, resolution=args.where == "cpu")
                 base = {"stage": "recipe", "lever": "recipe", "dataset": dataset, "detector": detector,
-                        "label": label(overrides), "overrides": overrides}
+                        "label": label(overrides), "overrides": overrides, "where": args.where}
                 if stage == "recipe":
                     jobs += [{**base, "k": k, "seed": s} for k in (40, 80) for s in args.seeds]
                 else:
                     jobs += [{**base, "k": k, "seed": 0, "split_seed": s} for k in (40, 80) for s in args.split_seeds]
-        rows += fit_all(jobs)
-    for row in rows:  # the recipe rows' own listing (the lever rows have it already)
-        row.setdefault("lever", row.get("stage"))
+        fit_all(jobs)
+    rows = load_rows(args)
     render(rows, args, ("python benchmarks/levers.py " + " ".join(sys.argv[1:])).strip())
 
 
