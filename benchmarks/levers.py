@@ -317,6 +317,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--split-seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--print-recipe", nargs=2, metavar=("DATASET", "DETECTOR"),
+                        help="Print the recipe (JSON options over the benchmark settings) the kept rows choose, and exit.")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--report", action="store_true", help="Fit nothing: tabulate the kept rows.")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md or the summary.")
@@ -325,6 +327,12 @@ def main() -> None:
         print(json.dumps(run_one(json.loads(args.one))))
         return
     args.where = where()
+    if args.print_recipe:
+        dataset, detector = args.print_recipe
+        args.datasets, args.detectors = [dataset], [detector]
+        recipe = recipe_for(load_rows(args), dataset, detector, args.k, resolution=args.where == "cpu")
+        print(json.dumps({k: v for k, v in recipe.items() if k not in RUN_KEYS}))
+        return
     if args.report:
         args.stages = []
 

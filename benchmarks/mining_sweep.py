@@ -117,12 +117,13 @@ def why_k(reach: dict[str, dict]) -> str:
 def section(results: dict, reach: dict, args, command: str) -> str:
     from defectmine.report.sweep import markdown_table
 
-    params = {**DETECTOR_PARAMS, "epochs": args.epochs}
+    params = {**DETECTOR_PARAMS, "epochs": args.epochs, **args.params}
     lines = [
         f"Command: `{command}`  ",
         f"Date: {time.strftime('%Y-%m-%d')}; machine: {machine_description()}  ",
         f"Settings: FCDD, backbone `cnn` (from scratch, no pretrained weights), {args.image_size}x{args.image_size} "
-        f"grayscale, {params['epochs']} epochs, width {params['width']}; threshold max-F1 on val; metrics on test; "
+        f"grayscale, {params['epochs']} epochs, width {params['width']}"
+        + (f", options {json.dumps(args.params)}" if args.params else "") + "; threshold max-F1 on val; metrics on test; "
         f"mean ± std over seeds {args.seeds}; phase rule: over-mining starts at the first point after which every "
         f"gain of the running-best validation AUROC per doubling of anomalies stays below {args.tolerance:g} "
         "(`defectmine.evaluation.sweep.mining_phases`; the advice is a decision, so it is read on val, and "
@@ -154,7 +155,7 @@ def run_pieces(args, seeds: list[int]) -> None:
     runs/bench/mining-<dataset>/seed<S>/; their rows are then merged into the dataset's sweep folder."""
     from defectmine.pipeline import merge_sweep_rows
 
-    options = ["--epochs", str(args.epochs), "--image-size", str(args.image_size), "--tolerance", str(args.tolerance),
+    options = ["--epochs", str(args.epochs), "--params", json.dumps(args.params), "--image-size", str(args.image_size), "--tolerance", str(args.tolerance),
                "--device", args.device, *(["--ratios", args.ratios] if args.ratios else ["--ks", args.ks])]
     pieces = [(data, seed) for data in args.datasets for seed in seeds]
     if not args.resume:  # as without --jobs: start afresh
@@ -229,6 +230,11 @@ def main() -> None:
     parser.add_argument("--piece", nargs=2, metavar=("DATASET", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--from-results", action="store_true",
                         help="Re-summarise the rows committed in benchmarks/results/mining/ (no fit; implies --resume).")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help='FCDD options over the benchmark settings as JSON, e.g. a recipe from levers.py '
+                             '--print-recipe: \'{"augment": "all"}\'.')
+    parser.add_argument("--section", default="mining",
+                        help="BENCHMARKS.md section (marker key) to write; another key keeps the main sweep's table.")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md or benchmarks/results/.")
     args = parser.parse_args()
@@ -239,7 +245,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     ks = None if args.ratios else [int(k) for k in args.ks.split(",")]
     ratios = args.ratios.split(",") if args.ratios else None
-    params = {**DETECTOR_PARAMS, "epochs": args.epochs, "device": args.device}
+    params = {**DETECTOR_PARAMS, "epochs": args.epochs, **args.params, "device": args.device}
 
     def base(data: str):
         return RunConfig(data=data, detector="fcdd", detector_params=dict(params), image_size=args.image_size)
@@ -278,7 +284,10 @@ def main() -> None:
     text = section(results, reach, args, command)
     print(text)
     if not args.no_write:
-        replace_section(REPO / "BENCHMARKS.md", "mining", "Damage-mining sweep: FCDD against the number of labelled anomalies", text)
+        heading = "Damage-mining sweep: FCDD against the number of labelled anomalies"
+        if args.section != "mining":
+            heading += f" ({', '.join(args.datasets)})"
+        replace_section(REPO / "BENCHMARKS.md", args.section, heading, text)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
 #   levers     levers.py (issue 18): FCDD's lever rows, recipe and split-seed rows first, then LIAC's and the
-#              classifier's (K = 80, 3 seeds, all levers but resolution: the device pack is 128 px), with
+#              classifier's (K = 80, 3 seeds, all levers but resolution: the device pack is 128 px); between
+#              them the damage-mining sweep on magnetic_tile_seg_s0 (273 training defects: ratios up to 1/2.44)
+#              with FCDD's Magnetic Tile recipe (levers.py --print-recipe); with
 #              segmentation.py's Table 1 rows (the pixels stage's first step) on 4 of the cores beside them
 #   draem_peer zero_label.py's anomalib Draem peer at the GPU budget (40 epochs, both sets, 3 seeds), beside
 #              our draem's --budget gpu rows. Needs anomalib's wheels in .whl/ (anomalib_wheels.sh).
@@ -92,6 +94,9 @@ levers() {
     export OMP_NUM_THREADS=1
     (
       stage levers_fcdd benchmarks/levers.py --detectors fcdd --stages levers recipe splits --jobs 11 --no-write
+      stage mining_seg benchmarks/mining_sweep.py --datasets magnetic_tile_seg_s0 --seeds 0,1,2 --jobs 3 --resume \
+        --quiet --no-write --section mining-seg --ratios 273/666,1/4,1/8,1/16,1/32,1/64,1/128,unsupervised \
+        --params "$(python3 benchmarks/levers.py --print-recipe magnetic_tile fcdd)"
       stage levers_others benchmarks/levers.py --detectors liac classifier --stages levers recipe splits --jobs 11 --no-write
     ) &
     stage table1 $SEG --jobs 4 $TABLE1 &
