@@ -206,3 +206,19 @@ def test_bad_lever_values_raise_one_config_error(params, message):
 def test_segdec_refuses_drop_path():
     with pytest.raises(ConfigError, match="segdec: drop_path"):
         create("segdec", backbone="resnet18", drop_path=0.1)
+
+
+@pytest.mark.slow
+def test_tta_detectors_export_with_the_checkpoints_flip_averaged_scores(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from defectmine.export import export_model, load_exported
+    from test_export import _pixels, tiny_model
+
+    folder = tiny_model("fcdd", tmp_path / "fcdd", tta=True)
+    result = export_model(folder, format="onnx")
+    assert result.info.parity_max_abs_diff <= 1e-4
+    pixels = _pixels(3)
+    expected = load_detector(folder).score(torch.from_numpy(pixels))
+    got = load_exported(result.path).score(pixels)
+    np.testing.assert_allclose(got.image, expected.image, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got.maps, expected.maps, atol=1e-4, rtol=0)
