@@ -317,8 +317,9 @@ def fit_network(
 
     `config.anomaly_share` is overridden by `anomaly_share` when given. Batches are
     ``(images, labels)``: normalised float images (channels_last) and float labels, 1 = anomalous.
-    Optimiser, schedule, weight average and model selection: `train_and_select`. When `validate` is given it is called every `eval_every` epochs and
-    after the last one; the weights of its highest value (`metric`, for the progress bar) are restored.
+    Optimiser, schedule, weight average and model selection: `train_and_select`. When `validate` is
+    given it is called every `eval_every` epochs and after the last one; the weights of its highest
+    value (`metric`, for the progress bar) are restored.
     `on_validation(epoch, value)` is called after each validation (see `select_on_val`).
     """
     cfg = config
