@@ -107,6 +107,7 @@ def build_backbone(
     stride: int = 8,
     width: int = 16,
     weights: str | Path | None = None,
+    drop_path: float = 0.0,
 ) -> Backbone:
     """Build a backbone by name: the encoder's stage whose stride is nearest `stride`, as one map.
 
@@ -123,10 +124,15 @@ def build_backbone(
         width: base channel count of the small CNN; the ViT's embedding is 8 * width (ignored for timm models).
         weights: ``None`` (random init), ``"pretrained"`` (timm's published weights; needs network),
             or a path to a local weights file (safetensors or torch state dict).
+        drop_path: stochastic depth rate (timm's ``drop_path_rate``) for timm models with residual
+            blocks; our own "cnn" and "vit_tiny" have none (a non-zero value is refused).
     """
     if stride < 1 or stride & (stride - 1):
         raise ConfigError(f"stride={stride}: must be a power of two (e.g. 8 or 16).")
     _check_published(name, weights)
+    if drop_path and name in OWN_BACKBONES:
+        raise ConfigError(f"drop_path={drop_path}: backbone {name!r} has no residual blocks to drop. Fix: drop_path=0 "
+                          "or a timm backbone such as resnet18.")
     if name == SMALL_CNN:
         # stage log2(stride) has exactly this stride; the network ends there
         module = SmallCNN(in_chans=in_chans, width=width, n_pools=stride.bit_length() - 1)
@@ -137,7 +143,8 @@ def build_backbone(
         # The probe also draws its random init from the global generator: seeded runs depend on it.
         reductions = timm_reductions(name, in_chans)
         stage = min(range(len(reductions)), key=lambda i: (abs(reductions[i] - stride), -i))
-        module = create_timm(name, in_chans, (stage,), pretrained=weights == "pretrained", encoder=False)
+        module = create_timm(name, in_chans, (stage,), pretrained=weights == "pretrained", encoder=False,
+                             drop_path=drop_path)
     module = _load_local(module, weights)
     return Backbone(module, module.channels[-1], module.reductions[-1])
 

@@ -63,16 +63,20 @@ def timm_reductions(name: str, in_chans: int) -> list[int]:
 
 
 def create_timm(
-    name: str, in_chans: int, out_indices: Sequence[int] | None, *, pretrained: bool, encoder: bool
+    name: str, in_chans: int, out_indices: Sequence[int] | None, *, pretrained: bool, encoder: bool,
+    drop_path: float = 0.0,
 ) -> TimmFeatures:
     """timm model `name` with ``features_only=True`` as a `TimmEncoder` (encoder) or `TimmFeatures`.
 
     out_indices: stages to return (None: timm's default, usually all of them).
+    drop_path: timm's ``drop_path_rate`` (stochastic depth); passed only when non-zero.
     """
     import timm
 
     check_timm_name(name)
     kwargs = {} if out_indices is None else {"out_indices": tuple(out_indices)}
+    if drop_path:
+        kwargs["drop_path_rate"] = drop_path
     try:
         model = timm.create_model(name, pretrained=pretrained, features_only=True, in_chans=in_chans, **kwargs)
     except Exception as err:  # download failures come in many types; name the fix
@@ -81,6 +85,9 @@ def create_timm(
                 f"could not load pretrained weights for {name!r} ({err}). Without network access pass a "
                 "local weights file instead (--backbone-weights PATH) or train from scratch."
             ) from err
+        if drop_path and "drop_path" in str(err):
+            raise ConfigError(f"backbone {name!r} has no stochastic depth (drop_path={drop_path}). "
+                              "Fix: drop_path=0, or a residual backbone such as resnet18.") from err
         raise ConfigError(
             f"backbone {name!r} cannot be built as a feature extractor with out_indices={out_indices!r} ({err}). "
             "Fix: pass stage numbers the model has (timm's feature_info lists them), or out_indices=None."

@@ -33,7 +33,10 @@ class DetectorGraph(nn.Module):
             # score only: the map output is a (N, 1, 1) placeholder that the runtime never returns
             image = self.detector.image_scores_of(batch)
             return image, image.new_zeros((image.shape[0], 1, 1))
-        image, maps = self.detector._forward_scores(batch)
+        if getattr(self.detector.config, "tta", False):  # as `score` does: the mean over the four flips
+            image, maps = self.detector._flip_averaged_scores(batch)
+        else:
+            image, maps = self.detector._forward_scores(batch)
         return image, native_maps_at(maps, tuple(self.spec.size))
 
 

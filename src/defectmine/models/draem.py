@@ -29,11 +29,10 @@ from defectmine.data.images import ImageSpec, normalise
 from defectmine.data.perlin import DEFECT_KINDS, synthetic_defects
 from defectmine.errors import ConfigError
 from defectmine.evaluation.selection import validation_value
-from defectmine.models.synthetic import random_flips
+from defectmine.models.augment import augment_images, augment_parts
 from defectmine.models.trained import TrainedDetector
 from defectmine.models.training import (
-    BestState, TrainingConfig, adam_cosine, anomalous_slots, has_both_classes, mixed_batches, n_batches,
-    select_on_val, train_epochs,
+    TrainingConfig, anomalous_slots, has_both_classes, mixed_batches, n_batches, train_and_select,
 )
 from defectmine.segment.losses import focal
 
@@ -172,17 +171,11 @@ class DRAEM(TrainedDetector):
         def validate() -> float:
             return validation_value("auroc", val, self.score(val, maps=False).image)
 
-        optimizer, scheduler = adam_cosine(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
-        best = BestState()
-        on_epoch_end = select_on_val(network, best, validate if has_both_classes(val) else None,
-                                     every=cfg.eval_every, epochs=cfg.epochs, metric="AUROC", patience=cfg.patience,
-                                     on_validation=on_validation)
-        self.history_ = train_epochs(
-            network, self._loss, batches, optimizer, cfg.epochs, scheduler=scheduler, steps_per_epoch=steps,
-            on_epoch_end=on_epoch_end, should_stop=lambda: best.stopped_epoch is not None,
-            description=f"draem (width {cfg.width})", quiet=cfg.quiet,
+        self.history_, best = train_and_select(
+            network, self._loss, batches, cfg, steps_per_epoch=steps,
+            validate=validate if has_both_classes(val) else None, description=f"draem (width {cfg.width})",
+            on_validation=on_validation,
         )
-        best.restore(network)
         self.best_epoch_, self.stopped_epoch_ = best.epoch, best.stopped_epoch
         self.synthetic_ = "+".join(cfg.defects or DEFECT_KINDS)
         network.eval()
@@ -200,13 +193,14 @@ class DRAEM(TrainedDetector):
         generator = torch.Generator().manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         kinds = cfg.defects or DEFECT_KINDS
+        augment = augment_parts(cfg.augment)
 
         def batches():
             for batch in mixed_batches(len(normal_px), n_lab, batch_size=cfg.batch_size,
                                        anomaly_share=cfg.anomaly_share, synthetic=False, generator=generator):
                 clean = normal_px[batch.normal]
-                if cfg.augment:
-                    clean = random_flips(clean, generator)
+                if augment:
+                    clean = augment_images(clean, augment, generator)
                 defective, masks = synthetic_defects(clean.numpy(), rng, kinds=kinds, clean_share=cfg.clean_share)
                 images, masks = torch.from_numpy(defective), torch.from_numpy(masks)
                 targets, known = clean, torch.ones(len(clean), dtype=torch.bool)

@@ -36,16 +36,8 @@ from defectmine.errors import ConfigError
 from defectmine.evaluation.selection import validation_value
 from defectmine.models.synthetic import resolve_synthetic, synthesize
 from defectmine.models.trained import TrainedDetector
-from defectmine.models.training import (
-    BestState,
-    TrainingConfig,
-    adam_cosine,
-    has_both_classes,
-    mixed_batches,
-    n_batches,
-    select_on_val,
-    train_epochs,
-)
+from defectmine.models.augment import augment_parts
+from defectmine.models.training import TrainingConfig, has_both_classes, mixed_batches, n_batches, train_and_select
 from defectmine.segment.augment import flips_and_rotations
 from defectmine.segment.losses import loss_parameters, segmentation_loss
 from defectmine.segment.networks import build_unet, check_encoder
@@ -102,6 +94,8 @@ class SegDecConfig(TrainingConfig):
     def __post_init__(self):
         super().__post_init__()
         check_encoder(self.backbone, self.encoder_depth, self.decoder_channels, self.backbone_weights)
+        if self.drop_path:  # the U-Net's encoder is built by segment.networks, which takes no drop_path
+            raise ConfigError(f"segdec: drop_path={self.drop_path} does not apply to its U-Net encoder. Fix: drop_path=0.")
         unknown = sorted(set(self.seg_loss_params) - set(loss_parameters(self.seg_loss)))
         if unknown:
             raise ConfigError(f"segdec: seg_loss {self.seg_loss!r} takes no parameter(s) {', '.join(unknown)}; "
@@ -195,19 +189,13 @@ class SegDec(TrainedDetector):
             value = validation_value("auroc", val, scores.image)
             return 0.5 * (value + _pixel_auroc(val, scores.maps, cfg.seed)) if with_pixels else value
 
-        optimizer, scheduler = adam_cosine(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
-        best = BestState()
-        on_epoch_end = select_on_val(network, best, validate if has_both_classes(val) else None,
-                                     every=cfg.eval_every, epochs=cfg.epochs, metric="AUROC", patience=cfg.patience,
-                                     on_validation=on_validation)
         share = cfg.anomaly_share if sources.mixing else 0.0
-        self.history_ = train_epochs(
-            network, loss_fn, lambda: sources.batches(generator, self.spec_), optimizer, cfg.epochs,
-            scheduler=scheduler, steps_per_epoch=n_batches(len(sources.normal), cfg.batch_size, share),
-            on_epoch_end=on_epoch_end, should_stop=lambda: best.stopped_epoch is not None,
-            description=f"segdec ({cfg.backbone})", quiet=cfg.quiet,
+        self.history_, best = train_and_select(
+            network, loss_fn, lambda: sources.batches(generator, self.spec_), cfg,
+            steps_per_epoch=n_batches(len(sources.normal), cfg.batch_size, share),
+            validate=validate if has_both_classes(val) else None, description=f"segdec ({cfg.backbone})",
+            on_validation=on_validation,
         )
-        best.restore(network)
         self.best_epoch_, self.stopped_epoch_ = best.epoch, best.stopped_epoch
         self.n_with_masks_ = sources.n_with_masks
         network.eval()
@@ -343,7 +331,7 @@ class _TrainingSources:
             labels = torch.zeros(len(pixels), device=device)
             labels[len(parts[0]):] = 1.0
             labels[: len(parts[0])] = (masks[: len(parts[0])].flatten(1) > 0).any(dim=1).float()
-            if self.config.augment:
+            if augment_parts(self.config.augment):  # any augment: SegDec's joint flips and turns of image and mask
                 pixels, masks = flips_and_rotations(pixels, masks, generator)
             yield normalise(pixels, spec).contiguous(memory_format=torch.channels_last), masks, known, labels
 

@@ -43,10 +43,11 @@ class TrainedDetector(Detector):
     """
 
     def _make_backbone(self, spec: ImageSpec) -> Backbone:
-        """A backbone as configured (name, stride, width, weights), frozen if freeze_backbone."""
+        """A backbone as configured (name, stride, width, weights, drop_path), frozen if freeze_backbone."""
         cfg = self.config
         backbone = build_backbone(
-            cfg.backbone, spec.channels, stride=cfg.stride, width=cfg.width, weights=cfg.backbone_weights
+            cfg.backbone, spec.channels, stride=cfg.stride, width=cfg.width, weights=cfg.backbone_weights,
+            drop_path=cfg.drop_path,
         )
         if cfg.freeze_backbone:
             backbone.module.requires_grad_(False)
@@ -91,6 +92,17 @@ class TrainedDetector(Detector):
         """Image scores (B,) of a normalised batch: what Grad-CAM explains."""
         return self._forward_scores(batch)[0]
 
+    def _flip_averaged_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_forward_scores` averaged over the identity, horizontal, vertical and both flips; each map
+        flipped back before the mean, so maps stay aligned with the input."""
+        images, maps = [], []
+        for dims in ((), (-1,), (-2,), (-2, -1)):
+            flipped = batch.flip(dims) if dims else batch
+            image, low_res = self._forward_scores(flipped.contiguous(memory_format=torch.channels_last))
+            images.append(image)
+            maps.append(low_res.flip(dims) if dims else low_res)
+        return torch.stack(images).mean(0), torch.stack(maps).mean(0)
+
     @torch.inference_mode()
     def score(self, images: ImageDataset | torch.Tensor, *, maps: bool = True, heatmap: str = "native") -> Scores:
         """Image scores and, unless maps=False, maps at the input size.
@@ -98,6 +110,8 @@ class TrainedDetector(Detector):
         heatmap: "native" (the detector's own map, Gaussian-upsampled) or "gradcam" (Grad-CAM of the
             image score at the backbone's last convolution; computed with gradients even though scoring
             runs under inference mode).
+        With the config's `tta` on, native image scores and maps are the mean over the four flips of
+        each image (maps flipped back first); Grad-CAM maps ignore it.
         """
         if heatmap not in HEATMAPS:
             raise ConfigError(f"heatmap={heatmap!r} is unknown. Fix: use one of {', '.join(HEATMAPS)}.")
@@ -107,10 +121,12 @@ class TrainedDetector(Detector):
         network.eval()
         step = self.config.score_batch_size
         native_maps = maps and heatmap == "native"
+        tta = getattr(self.config, "tta", False)
         image_scores, all_maps = [], []
         for start in range(0, len(pixels), step):
             batch = normalise(pixels[start:start + step].to(self.device), self.spec_)
-            image, low_res = self._forward_scores(batch.contiguous(memory_format=torch.channels_last))
+            image, low_res = self._flip_averaged_scores(batch) if tta else self._forward_scores(
+                batch.contiguous(memory_format=torch.channels_last))
             image_scores.append(image.cpu())
             if native_maps:
                 all_maps.append(native_maps_at(low_res, tuple(self.spec_.size)).cpu())

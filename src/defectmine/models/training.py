@@ -17,7 +17,9 @@ from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec, normalise
 from defectmine.errors import ConfigError, DataError
 from defectmine.evaluation.selection import check_val_only
-from defectmine.models.synthetic import random_flips, resolve_synthetic, synthesize
+from defectmine.models.augment import augment_images, augment_parts
+from defectmine.models.optim import WeightAverage, check_levers, make_optimizer
+from defectmine.models.synthetic import resolve_synthetic, synthesize
 from defectmine.progress import progress_bar
 
 
@@ -113,6 +115,7 @@ def train_epochs(
     steps_per_epoch: int | None = None,
     on_epoch_end: Callable[[int, float], str | None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    after_step: Callable[[], None] | None = None,
     description: str = "training",
     quiet: bool = False,
 ) -> list[float]:
@@ -120,6 +123,7 @@ def train_epochs(
 
     `on_epoch_end(epoch, mean_loss)` may return a status string for the progress bar (e.g. the
     validation AUROC). `should_stop()`, asked after it, ends training early when it returns True.
+    `after_step()` is called after every optimiser step (e.g. a weight average's update).
     """
     history: list[float] = []
     total = epochs * steps_per_epoch if steps_per_epoch else None
@@ -138,6 +142,8 @@ def train_epochs(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 losses.append(loss.item())
                 bar.update(task, advance=1, status=f"epoch {epoch + 1}/{epochs} loss {losses[-1]:.4f} {status}")
             if scheduler is not None:
@@ -148,16 +154,6 @@ def train_epochs(
             if should_stop is not None and should_stop():
                 break
     return history
-
-
-def adam_cosine(
-    network: nn.Module, *, lr: float, weight_decay: float, epochs: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam over the trainable parameters with a cosine schedule over `epochs`: the one optimiser
-    recipe of every gradient-trained detector and segmenter."""
-    params = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
 
 
 def select_on_val(
@@ -211,9 +207,18 @@ class TrainingConfig:
     freeze_backbone: keep the backbone's weights fixed and train only the head.
     epochs: training epochs.
     batch_size: images per training batch.
-    lr: learning rate of Adam (cosine schedule over the epochs).
-    weight_decay: weight decay of Adam.
-    augment: random horizontal and vertical flips of the training images.
+    lr: learning rate (cosine schedule over the epochs).
+    weight_decay: weight decay of the optimiser.
+    optimizer: "adam" (default), "adamw" or "sgd" (momentum 0.9, Nesterov).
+    warmup_epochs: linear warm-up of the learning rate over this many epochs, then the cosine over
+        the rest (0: none; must be below epochs).
+    ema: decay of an exponential moving average of the weights (e.g. 0.999, per optimiser step);
+        validation and the final weights use the average. None: off.
+    augment: training-time augmentation: True / "flips" (random horizontal and vertical flips),
+        False / "none", "all", or a "+"-joined subset of flips, rot90 (square images only), affine,
+        color, cutout - see `models.augment`.
+    tta: test-time augmentation when scoring: image scores and maps are the mean over the four flips.
+    drop_path: stochastic depth rate of timm backbones (0: off; the own "cnn" / "vit_tiny" have none).
     score_batch_size: images per batch when scoring.
     seed: training seed (weights, batches, synthetic anomalies).
     device: auto (CUDA when present), cpu or cuda.
@@ -235,7 +240,12 @@ class TrainingConfig:
     weight_decay: float = 1e-5
     synthetic: str = "auto"
     anomaly_share: float | None = 0.25
-    augment: bool = True
+    augment: bool | str = True
+    optimizer: str = "adam"
+    warmup_epochs: int = 0
+    ema: float | None = None
+    tta: bool = False
+    drop_path: float = 0.0
     eval_every: int = 5
     patience: int | None = None
     score_batch_size: int = 64
@@ -252,6 +262,7 @@ class TrainingConfig:
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"{name}: patience={self.patience} must be >= 1 (validations without gain), or null.")
         resolve_synthetic(self.synthetic, 0)  # validates the name
+        check_levers(self)
 
 
 def check_training_sets(normal: ImageDataset, anomalous: ImageDataset | None, val: ImageDataset | None) -> None:
@@ -306,8 +317,9 @@ def fit_network(
 
     `config.anomaly_share` is overridden by `anomaly_share` when given. Batches are
     ``(images, labels)``: normalised float images (channels_last) and float labels, 1 = anomalous.
-    Adam with a cosine schedule. When `validate` is given it is called every `eval_every` epochs and
-    after the last one; the weights of its highest value (`metric`, for the progress bar) are restored.
+    Optimiser, schedule, weight average and model selection: `train_and_select`. When `validate` is
+    given it is called every `eval_every` epochs and after the last one; the weights of its highest
+    value (`metric`, for the progress bar) are restored.
     `on_validation(epoch, value)` is called after each validation (see `select_on_val`).
     """
     cfg = config
@@ -317,6 +329,7 @@ def fit_network(
     n_anomalous = 0 if anomalous_px is None else len(anomalous_px)
     synthetic = resolve_synthetic(cfg.synthetic, n_anomalous)
     generator = torch.Generator().manual_seed(cfg.seed)
+    augment = augment_parts(cfg.augment)
 
     def batches():
         for batch in mixed_batches(
@@ -332,21 +345,47 @@ def fit_network(
             pixels = torch.cat(parts)
             labels = torch.zeros(len(pixels), device=device)
             labels[len(parts[0]):] = 1.0
-            if cfg.augment:
-                pixels = random_flips(pixels, generator)
+            if augment:
+                pixels = augment_images(pixels, augment, generator)
             yield normalise(pixels, spec).contiguous(memory_format=torch.channels_last), labels
 
-    optimizer, scheduler = adam_cosine(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
+    mixing = n_anomalous or synthetic != "none"
+    steps = n_batches(len(normal_px), cfg.batch_size, share if mixing else 0.0)
+    history, best = train_and_select(network, loss_fn, batches, cfg, steps_per_epoch=steps, validate=validate,
+                                     metric=metric, description=description, on_validation=on_validation)
+    return FitResult(history, best.epoch, best.value if best.epoch is not None else None, synthetic,
+                     best.stopped_epoch)
+
+
+def train_and_select(
+    network: nn.Module, loss_fn: Callable, batches: Callable[[], Iterable], cfg: TrainingConfig, *,
+    steps_per_epoch: int, validate: Callable[[], float] | None, metric: str = "AUROC", description: str = "training",
+    on_validation: Callable[[int, float], None] | None = None,
+) -> tuple[list[float], BestState]:
+    """`train_epochs` with the configured optimiser and schedule, model selection by `validate` (see
+    `select_on_val`), early stopping, and the weight average when `cfg.ema` is set (validated and kept
+    instead of the raw weights). Leaves the selected (or last) weights in `network`; returns the loss
+    history and the `BestState`."""
+    optimizer, scheduler = make_optimizer(network, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+                                          optimizer=cfg.optimizer, warmup_epochs=cfg.warmup_epochs)
     best = BestState()
     on_epoch_end = select_on_val(network, best, validate, every=cfg.eval_every, epochs=cfg.epochs, metric=metric,
                                  patience=cfg.patience, on_validation=on_validation)
-    mixing = n_anomalous or synthetic != "none"
+    average = WeightAverage(network, cfg.ema) if cfg.ema is not None else None
+    if average is not None:
+        selecting = on_epoch_end
+
+        def on_epoch_end(epoch: int, loss: float) -> str | None:  # validate (and keep) the averaged weights
+            with average.swapped_in(network):
+                return selecting(epoch, loss)
+
     history = train_epochs(
-        network, loss_fn, batches, optimizer, cfg.epochs, scheduler=scheduler,
-        steps_per_epoch=n_batches(len(normal_px), cfg.batch_size, share if mixing else 0.0),
+        network, loss_fn, batches, optimizer, cfg.epochs, scheduler=scheduler, steps_per_epoch=steps_per_epoch,
         on_epoch_end=on_epoch_end, should_stop=lambda: best.stopped_epoch is not None,
+        after_step=None if average is None else lambda: average.update(network),
         description=description, quiet=cfg.quiet,
     )
+    if average is not None:
+        average.copy_to(network)
     best.restore(network)
-    return FitResult(history, best.epoch, best.value if best.epoch is not None else None, synthetic,
-                     best.stopped_epoch)
+    return history, best

@@ -44,7 +44,8 @@ from defectmine.models.base import (
     write_model_folder,
 )
 from defectmine.models.params import build_config
-from defectmine.models.training import BestState, adam_cosine, select_on_val, train_epochs
+from defectmine.models.optim import make_optimizer
+from defectmine.models.training import BestState, select_on_val, train_epochs
 from defectmine.segment.config import SegmenterConfig
 from defectmine.segment.sampling import TrainingPool, segmentation_batches
 
@@ -111,7 +112,7 @@ class Segmenter(ABC):
             pool, spec=train.spec, batch_size=cfg.batch_size, defect_share=cfg.defect_share, augment=cfg.augment,
             augment_batch=augment_batch, generator=generator,
         )
-        optimizer, scheduler = adam_cosine(self.network_, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
+        optimizer, scheduler = make_optimizer(self.network_, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs)
         usable_val = _has_defects(val)
         if val is not None and not usable_val:
             log.warning("%s: the val set has no defect pixel with a known mask; keeping the last epoch and "

@@ -57,7 +57,8 @@ class Dimension:
 
 
 _COMMON = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "epochs": {"low": 5, "high": 40},
-           "weight_decay": {"low": 1e-6, "high": 1e-3, "log": True}, "augment": [True, False]}
+           "weight_decay": {"low": 1e-6, "high": 1e-3, "log": True},
+           "augment": ["none", "flips", "flips+rot90", "all"]}
 _DEFAULTS = {
     "fcdd": {**_COMMON, "anomaly_share": {"low": 0.1, "high": 0.5},
              "synthetic": ["auto", "cutpaste", "confetti", "mixed"]},

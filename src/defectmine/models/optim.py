@@ -1,0 +1,108 @@
+"""The optimiser recipe of every gradient-trained detector and segmenter, an exponential moving
+average of the weights (the `optimizer`, `warmup_epochs` and `ema` options of `TrainingConfig`), and
+the check of those training levers (with `augment` and `drop_path`)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from defectmine.errors import ConfigError
+from defectmine.models.augment import augment_parts
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def make_optimizer(
+    network: nn.Module, *, lr: float, weight_decay: float, epochs: int, optimizer: str = "adam",
+    warmup_epochs: int = 0,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """An optimiser over the trainable parameters and its per-epoch schedule.
+
+    optimizer: "adam" (the default recipe), "adamw" (decoupled weight decay) or "sgd" (momentum 0.9,
+        Nesterov).
+    warmup_epochs: the learning rate rises linearly over this many epochs (from lr / (warmup + 1) up
+        to lr), then follows a cosine over the remaining epochs; 0: a cosine over all `epochs`.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer={optimizer!r} is unknown. Fix: use one of {', '.join(OPTIMIZERS)}.")
+    if not 0 <= warmup_epochs < epochs:
+        raise ConfigError(f"warmup_epochs={warmup_epochs} must be >= 0 and below epochs={epochs}.")
+    params = [p for p in network.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9, nesterov=True)
+    if not warmup_epochs:
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup_epochs + 1), total_iters=warmup_epochs)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs - warmup_epochs)
+    return opt, torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[warmup_epochs])
+
+
+class WeightAverage:
+    """Exponential moving average of a network's parameters, updated after every optimiser step.
+
+    The decay starts low and rises to `decay` (min(decay, (1 + n) / (10 + n)) after n updates, as in
+    TensorFlow's and timm's EMA), so that short fits on small data are not dominated by the random
+    initial weights. Buffers (batch-norm statistics) are copied, not averaged.
+    """
+
+    def __init__(self, network: nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise ConfigError(f"ema={decay} must be in (0, 1), e.g. 0.999, or null (off).")
+        self.decay = decay
+        self.updates = 0
+        self._params = {name for name, _ in network.named_parameters()}
+        self.state = {key: value.detach().clone() for key, value in network.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, network: nn.Module) -> None:
+        """Move the average towards the network's current weights."""
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        current = network.state_dict()
+        for key, value in current.items():
+            if key in self._params and value.is_floating_point():
+                self.state[key].lerp_(value.detach(), 1 - decay)
+            else:
+                self.state[key].copy_(value)
+
+    def copy_to(self, network: nn.Module) -> None:
+        """Load the averaged weights into `network`."""
+        network.load_state_dict(self.state)
+
+    @contextlib.contextmanager
+    def swapped_in(self, network: nn.Module) -> Iterator[None]:
+        """Within the block the network holds the averaged weights; its own come back after it."""
+        own = copy.deepcopy(network.state_dict())
+        self.copy_to(network)
+        try:
+            yield
+        finally:
+            network.load_state_dict(own)
+
+
+def check_levers(cfg) -> None:
+    """ConfigError for a bad augment, optimizer, warmup_epochs, ema or drop_path of a `TrainingConfig`."""
+    from defectmine.backbones.factory import OWN_BACKBONES
+
+    name = cfg.detector_name
+    augment_parts(cfg.augment)
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"{name}: optimizer={cfg.optimizer!r} is unknown. Fix: use one of {', '.join(OPTIMIZERS)}.")
+    if not 0 <= cfg.warmup_epochs < cfg.epochs:
+        raise ConfigError(f"{name}: warmup_epochs={cfg.warmup_epochs} must be >= 0 and below epochs={cfg.epochs}.")
+    if cfg.ema is not None and not 0 < cfg.ema < 1:
+        raise ConfigError(f"{name}: ema={cfg.ema} must be in (0, 1), e.g. 0.999, or null (off).")
+    if not 0 <= cfg.drop_path < 1:
+        raise ConfigError(f"{name}: drop_path={cfg.drop_path} must be in [0, 1).")
+    if cfg.drop_path and cfg.backbone in OWN_BACKBONES:
+        raise ConfigError(f"{name}: drop_path={cfg.drop_path} needs a timm backbone with residual blocks "
+                          f"(e.g. resnet18); backbone {cfg.backbone!r} has none. Fix: drop_path=0.")
