@@ -61,6 +61,10 @@ pack_results() {
   echo "on_device.sh: rows packed into $OUT/results.tar"
 }
 trap pack_results EXIT
+# A stage runs in the background while this shell waits (below), so that `timeout`'s TERM interrupts the
+# wait at once and the EXIT trap packs the rows done so far; a shell waiting on a foreground command
+# would only handle the signal after it, and be killed first.
+trap 'echo "on_device.sh: stopped by a signal; packing the finished rows"; exit 143' TERM INT
 
 stage() {
   echo "=== $(date +%T) $1"
@@ -103,6 +107,7 @@ levers() {
     wait
   )
 }
+run_stages() {
 for name in "${STAGES[@]}"; do
   case "$name" in
     losses) stage losses benchmarks/side_by_side.py --only ours --jobs "$JOBS" ;;
@@ -117,3 +122,6 @@ for name in "${STAGES[@]}"; do
     *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, levers, draem_peer, synthesis)" >&2; exit 2 ;;
   esac
 done
+}
+run_stages &
+wait $!
