@@ -145,3 +145,11 @@ def update_summary(folder: Path, values: dict) -> Path:
     current.update(values)
     path.write_text(json.dumps(current, indent=2) + "\n")
     return path
+
+
+def mean_std_cell(values, digits: int = 3, empty: str = "n/a") -> str:
+    """A table cell "mean ± std" over seeds (the library's aggregate; None values left out), or `empty`."""
+    from defectmine.evaluation import aggregate, format_mean_std
+
+    values = [v for v in values if v is not None]
+    return format_mean_std(aggregate([{"v": v} for v in values])["v"], digits) if values else empty

@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import (FitFailed, kept_row, machine_description, machines_summary, replace_section,  # noqa: E402
-                    run_in_parallel, subprocess_env, update_summary)
+                    mean_std_cell, run_in_parallel, subprocess_env, update_summary)
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "levers"
@@ -215,14 +215,7 @@ def recipe_for(rows: list[dict], dataset: str, detector: str, k: int, *, resolut
 
 # -- tables --------------------------------------------------------------------------------------
 def fmt(values, digits=3) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    m = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{m:.{digits}f}"
-    std = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{m:.{digits}f} ± {std:.{digits}f}"
+    return mean_std_cell(values, digits, empty="-")
 
 
 def lever_tables(rows: list[dict], args) -> list[str]:

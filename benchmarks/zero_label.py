@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import (FitFailed, kept_row, machines_summary, machine_description, replace_section,  # noqa: E402
-                    score_speed, subprocess_env, update_summary)
+                    mean_std_cell, score_speed, subprocess_env, update_summary)
 
 RESULTS = REPO / "benchmarks" / "results" / "zero_label"
 FCDD_RESULTS = REPO / "benchmarks" / "results" / "fcdd"
@@ -212,12 +212,7 @@ def _fcdd_rows() -> list[dict]:
 
 
 def _fmt(values, digits=3) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    from defectmine.evaluation import aggregate, format_mean_std
-
-    return format_mean_std(aggregate([{"v": v} for v in values])["v"], digits)
+    return mean_std_cell(values, digits)
 
 
 def _groups(rows):
