@@ -276,6 +276,20 @@ def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
     return lines, summary
 
 
+def not_run_lines(rows: list[dict], args) -> list[str]:
+    """Which (set, detector) lever tables have fewer rows than all levers x 3 seeds on any machine."""
+    wanted = (1 + sum(len(v) for k, v in LEVERS.items() if k != "resolution")) * 3
+    missing = []
+    for dataset in args.datasets:
+        for detector in args.detectors:
+            have = max((sum(1 for r in rows if r.get("stage") == "levers" and r["dataset"] == dataset
+                            and r["detector"] == detector and r["where"] == m) for m in ("cpu", "gpu")))
+            if have < wanted:
+                missing.append(f"{dataset} {detector} ({have} of {wanted} rows)")
+    return ["Not complete yet (levers other than resolution, 3 seeds): " + "; ".join(missing) +
+            ". `bash benchmarks/on_device.sh levers` continues them."] if missing else []
+
+
 def render(rows: list[dict], args, command: str) -> None:
     machines = machines_summary(r["machine"] for r in rows) or "none yet"
     head = [f"Command: `{command}`  ", f"Date: {time.strftime('%Y-%m-%d')}; rows fitted on: {machines}  ",
@@ -284,8 +298,11 @@ def render(rows: list[dict], args, command: str) -> None:
             "reported; classifier loss per set: " + ", ".join(f"{d} {v}" for d, v in BEST_LOSS.items()) +
             "; LIAC with the ACL as intended. Fit s and ms/img were measured with several fits side by side "
             "(upper bounds). Ensemble: mean of the seeds' val-standardised scores (costs the seeds' fits).", ""]
-    text = "\n".join(head + lever_tables(rows, args))
+    text = "\n".join(head + lever_tables(rows, args) + not_run_lines(rows, args))
     recipe_lines, summary = recipe_table(rows, args)
+    if not any(r.get("stage") == "recipe" for r in rows):
+        recipe_lines.append("\nNo recipe rows yet: `python benchmarks/levers.py --stages recipe splits` (on a GPU "
+                            "box: `bash benchmarks/on_device.sh levers`, which fits them after FCDD's lever rows).")
     print(text + "\n" + "\n".join(recipe_lines))
     if args.no_write:
         return
