@@ -19,9 +19,10 @@ from pathlib import Path
 
 from torch import nn
 
+from defectmine.backbones.capacity import DEFAULT_DEPTH, DEFAULT_NORM, batch_norms, check_capacity, set_bn_momentum
 from defectmine.backbones.encoder import Encoder, check_out_indices
 from defectmine.backbones.small_cnn import CNNEncoder, SmallCNN
-from defectmine.backbones.timm_features import SUGGESTED_TIMM, create_timm, timm_reductions
+from defectmine.backbones.timm_features import SUGGESTED_TIMM, create_timm, timm_probe
 from defectmine.backbones.vit import VIT_CHANNELS_PER_WIDTH, VIT_DEPTH, GridViT, ViTEncoder
 from defectmine.backbones.weights import load_weights_file
 from defectmine.errors import ConfigError
@@ -108,6 +109,9 @@ def build_backbone(
     width: int = 16,
     weights: str | Path | None = None,
     drop_path: float = 0.0,
+    depth: int = DEFAULT_DEPTH,
+    norm: str = DEFAULT_NORM,
+    bn_momentum: float | None = None,
 ) -> Backbone:
     """Build a backbone by name: the encoder's stage whose stride is nearest `stride`, as one map.
 
@@ -126,25 +130,39 @@ def build_backbone(
             or a path to a local weights file (safetensors or torch state dict).
         drop_path: stochastic depth rate (timm's ``drop_path_rate``) for timm models with residual
             blocks; our own "cnn" and "vit_tiny" have none (a non-zero value is refused).
+        depth: convolutions per stage after the first of the "cnn" backbone (default 2; others refuse
+            any other value).
+        norm: "batch" (default) or "group": group norm instead of batch norm, in the "cnn" backbone and
+            in timm models whose batch norms timm's ``norm_layer`` replaces (the resnet family);
+            refused for "vit_tiny", for timm models without batch norm and with published weights.
+        bn_momentum: momentum of every batch-norm layer's running statistics (None: torch's 0.1).
+        See `capacity.check_capacity` for what is refused.
     """
     if stride < 1 or stride & (stride - 1):
         raise ConfigError(f"stride={stride}: must be a power of two (e.g. 8 or 16).")
     _check_published(name, weights)
+    check_capacity(name, depth=depth, norm=norm, bn_momentum=bn_momentum, weights=weights, owner="build_backbone")
     if drop_path and name in OWN_BACKBONES:
         raise ConfigError(f"drop_path={drop_path}: backbone {name!r} has no residual blocks to drop. Fix: drop_path=0 "
                           "or a timm backbone such as resnet18.")
     if name == SMALL_CNN:
         # stage log2(stride) has exactly this stride; the network ends there
-        module = SmallCNN(in_chans=in_chans, width=width, n_pools=stride.bit_length() - 1)
+        module = SmallCNN(in_chans=in_chans, width=width, n_pools=stride.bit_length() - 1, depth=depth, norm=norm)
     elif name == GRID_VIT:
         # every block has the patch stride: the nearest stage is the deepest (ties go deeper, as for timm)
         module = _vit(GridViT, in_chans, width, stride, depth=VIT_DEPTH, out_indices=None)
     else:
         # The probe also draws its random init from the global generator: seeded runs depend on it.
-        reductions = timm_reductions(name, in_chans)
+        probe = timm_probe(name, in_chans)
+        if norm == "group" and not batch_norms(probe):
+            raise ConfigError(f"build_backbone: norm='group' replaces batch norm, and {name!r} has none. Fix: "
+                              "norm=batch, or a backbone with batch norm such as resnet18.")
+        reductions = probe.feature_info.reduction()
         stage = min(range(len(reductions)), key=lambda i: (abs(reductions[i] - stride), -i))
         module = create_timm(name, in_chans, (stage,), pretrained=weights == "pretrained", encoder=False,
-                             drop_path=drop_path)
+                             drop_path=drop_path, norm=norm)
+    if bn_momentum is not None:
+        set_bn_momentum(module, bn_momentum, name)
     module = _load_local(module, weights)
     return Backbone(module, module.channels[-1], module.reductions[-1])
 

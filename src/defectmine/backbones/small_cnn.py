@@ -11,24 +11,28 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from defectmine.backbones.capacity import DEFAULT_DEPTH, DEFAULT_NORM, norm_layer
 from defectmine.backbones.encoder import Encoder, check_out_indices
 
 
-def _conv_block(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+def _conv_block(cin: int, cout: int, norm: str) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), norm_layer(norm, cout), nn.ReLU(inplace=True)]
 
 
 class SmallCNN(nn.Module):
     """VGG-style from-scratch feature extractor with output stride 2**n_pools.
 
     Stage i (0-based) has width * 2**i channels (capped at 8*width) and stride 2**i; the first stage
-    has one conv, later stages two, so the receptive field grows quickly while the cost stays small.
+    has one conv, later stages `depth` (default two), so the receptive field grows quickly while the
+    cost stays small. Each conv is followed by batch norm (`norm="batch"`) or group norm ("group", see
+    `capacity.group_norm`) and a ReLU.
     ``forward`` returns the last stage's map (N, out_channels, H / stride, W / stride);
     ``forward_stages`` the maps of the stages in `out_indices` (default: the last), each taken at the
     end of its stage, before the pooling that starts the next one.
     """
 
-    def __init__(self, in_chans: int = 3, width: int = 16, n_pools: int = 3, out_indices: Sequence[int] | None = None):
+    def __init__(self, in_chans: int = 3, width: int = 16, n_pools: int = 3, out_indices: Sequence[int] | None = None,
+                 *, depth: int = DEFAULT_DEPTH, norm: str = DEFAULT_NORM):
         super().__init__()
         # The layer list and its construction order are what saved weights and seeded runs depend on:
         # new attributes below are plain Python values, never parameters or buffers.
@@ -37,9 +41,9 @@ class SmallCNN(nn.Module):
         cin = in_chans
         for stage in range(n_pools + 1):
             cout = width * min(2**stage, 8)
-            layers += _conv_block(cin, cout)
-            if stage > 0:
-                layers += _conv_block(cout, cout)
+            layers += _conv_block(cin, cout, norm)
+            for _ in range(depth - 1 if stage > 0 else 0):
+                layers += _conv_block(cout, cout, norm)
             stage_channels.append(cout)
             stage_ends.append(len(layers) - 1)  # index of the stage's last ReLU
             if stage < n_pools:

@@ -54,6 +54,8 @@ class DRAEMConfig(TrainingConfig):
     """
 
     detector_name: ClassVar[str] = "draem"
+    # its `depth` is its own (levels of both networks); norm and bn_momentum do not reach them
+    ignored_levers: ClassVar[tuple[str, ...]] = ("norm", "bn_momentum")
 
     width: int = 16
     depth: int = 4
@@ -65,15 +67,16 @@ class DRAEMConfig(TrainingConfig):
     eval_every: int = 5
 
     def __post_init__(self):
-        super().__post_init__()
         name = self.detector_name
+        # before TrainingConfig's checks, which read depth as the convs per stage of a "cnn" backbone
         if self.backbone != "cnn" or self.backbone_weights is not None or self.freeze_backbone:
             raise ConfigError(f"{name}: builds its own networks; leave backbone, backbone_weights and freeze_backbone unset.")
+        if self.width < 1 or self.depth < 1:
+            raise ConfigError(f"{name}: width and depth must be >= 1.")
+        super().__post_init__()
         if self.synthetic != "none":
             raise ConfigError(f"{name}: choose its synthetic defects with `defects` (of {', '.join(DEFECT_KINDS)}), "
                               "not `synthetic`.")
-        if self.width < 1 or self.depth < 1:
-            raise ConfigError(f"{name}: width and depth must be >= 1.")
         kinds = list(DEFECT_KINDS) if self.defects is None else list(self.defects)
         if not kinds or any(k not in DEFECT_KINDS for k in kinds):
             raise ConfigError(f"{name}: defects={self.defects!r}; use a list of {', '.join(DEFECT_KINDS)}.")

@@ -1,6 +1,7 @@
 """The optimiser recipe of every gradient-trained detector and segmenter, an exponential moving
 average of the weights (the `optimizer`, `warmup_epochs` and `ema` options of `TrainingConfig`), and
-the check of those training levers (with `augment` and `drop_path`)."""
+the check of those training levers (with `augment`, `drop_path` and the capacity levers `depth`, `norm`
+and `bn_momentum` of `backbones.capacity`)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,9 @@ class WeightAverage:
 
 
 def check_levers(cfg) -> None:
-    """ConfigError for a bad augment, optimizer, warmup_epochs, ema or drop_path of a `TrainingConfig`."""
+    """ConfigError for a bad augment, optimizer, warmup_epochs, ema, drop_path, depth, norm or bn_momentum
+    of a `TrainingConfig` (a capacity lever in its `ignored_levers` must keep its default)."""
+    from defectmine.backbones.capacity import CAPACITY_DEFAULTS, check_capacity
     from defectmine.backbones.factory import OWN_BACKBONES
 
     name = cfg.detector_name
@@ -106,3 +109,9 @@ def check_levers(cfg) -> None:
     if cfg.drop_path and cfg.backbone in OWN_BACKBONES:
         raise ConfigError(f"{name}: drop_path={cfg.drop_path} needs a timm backbone with residual blocks "
                           f"(e.g. resnet18); backbone {cfg.backbone!r} has none. Fix: drop_path=0.")
+    for lever in cfg.ignored_levers:
+        if getattr(cfg, lever) != CAPACITY_DEFAULTS[lever]:
+            raise ConfigError(f"{name}: {lever}={getattr(cfg, lever)!r} does not reach the networks it builds (the "
+                              f"capacity levers reach fcdd, classifier and liac). Fix: leave {lever} unset.")
+    capacity = {lever: getattr(cfg, lever) for lever in CAPACITY_DEFAULTS if lever not in cfg.ignored_levers}
+    check_capacity(cfg.backbone, **capacity, weights=cfg.backbone_weights, owner=name)

@@ -76,6 +76,8 @@ class SegDecConfig(TrainingConfig):
     """
 
     detector_name: ClassVar[str] = "segdec"
+    # the U-Net's encoder is built by segment.networks with the default cnn / timm layers
+    ignored_levers: ClassVar[tuple[str, ...]] = ("depth", "norm", "bn_momentum")
 
     encoder_depth: int = 3
     decoder_channels: list[int] | None = field(default_factory=lambda: [32, 16, 8])

@@ -43,11 +43,12 @@ class TrainedDetector(Detector):
     """
 
     def _make_backbone(self, spec: ImageSpec) -> Backbone:
-        """A backbone as configured (name, stride, width, weights, drop_path), frozen if freeze_backbone."""
+        """A backbone as configured (name, stride, width, weights, drop_path, depth, norm, bn_momentum),
+        frozen if freeze_backbone."""
         cfg = self.config
         backbone = build_backbone(
             cfg.backbone, spec.channels, stride=cfg.stride, width=cfg.width, weights=cfg.backbone_weights,
-            drop_path=cfg.drop_path,
+            drop_path=cfg.drop_path, depth=cfg.depth, norm=cfg.norm, bn_momentum=cfg.bn_momentum,
         )
         if cfg.freeze_backbone:
             backbone.module.requires_grad_(False)

@@ -219,15 +219,23 @@ class TrainingConfig:
         color, cutout - see `models.augment`.
     tta: test-time augmentation when scoring: image scores and maps are the mean over the four flips.
     drop_path: stochastic depth rate of timm backbones (0: off; the own "cnn" / "vit_tiny" have none).
+    depth: convolutions per stage after the first of the "cnn" backbone (2; >= 1; other backbones
+        refuse any other value).
+    norm: "batch" (batch norm, the default) or "group" (group norm, up to 8 groups per layer) in the
+        backbone: the "cnn" one or a timm model whose batch norms timm can replace (resnet family).
+    bn_momentum: momentum of the running statistics of every batch norm of the backbone, in (0, 1]
+        (None: torch's 0.1; refused with norm="group"). See `backbones.capacity`.
     score_batch_size: images per batch when scoring.
     seed: training seed (weights, batches, synthetic anomalies).
     device: auto (CUDA when present), cpu or cuda.
     quiet: no progress output.
     Subclasses name their detector in `detector_name` (for error messages), may change defaults
-    and add fields.
+    and add fields; those that build their own networks list the capacity levers (depth, norm,
+    bn_momentum) they ignore in `ignored_levers`, which must then keep their defaults.
     """
 
     detector_name: ClassVar[str] = "detector"
+    ignored_levers: ClassVar[tuple[str, ...]] = ()
 
     backbone: str = "cnn"
     backbone_weights: str | None = None
@@ -246,6 +254,9 @@ class TrainingConfig:
     ema: float | None = None
     tta: bool = False
     drop_path: float = 0.0
+    depth: int = 2
+    norm: str = "batch"
+    bn_momentum: float | None = None
     eval_every: int = 5
     patience: int | None = None
     score_batch_size: int = 64

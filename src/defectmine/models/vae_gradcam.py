@@ -77,6 +77,7 @@ class VAEGradCAMConfig(TrainingConfig):
     """
 
     detector_name: ClassVar[str] = "vae_gradcam"
+    ignored_levers: ClassVar[tuple[str, ...]] = ("depth", "norm", "bn_momentum")  # its VAE is built here
 
     blocks: int = 5
     latent: int = 32
