@@ -183,3 +183,13 @@ def test_a_tune_space_file_can_search_the_levers():
 
     dims = {d.name: d for d in parse_space("fcdd", {"depth": [1, 2, 3], "norm": ["batch", "group"]}, "test")}
     assert dims["depth"].choices == (1, 2, 3) and dims["norm"].choices == ("batch", "group")
+
+
+@pytest.mark.parametrize("params", [{"norm": "group", "depth": 3}, {"bn_momentum": 0.05}])
+def test_levers_export_with_the_checkpoints_scores(tmp_path, params):
+    pytest.importorskip("onnxruntime")
+    from defectmine.export import export_model
+    from test_export import tiny_model
+
+    result = export_model(tiny_model("fcdd", tmp_path / "model", **params), format="onnx")
+    assert result.info.parity_max_abs_diff <= 1e-4
