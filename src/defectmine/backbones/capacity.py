@@ -78,7 +78,8 @@ def check_capacity(
     if norm not in NORMS:
         raise ConfigError(f"{owner}: norm={norm!r} is unknown. Fix: use one of {', '.join(NORMS)}.")
     if norm == "group" and backbone == GRID_VIT:
-        raise ConfigError(f"{owner}: norm='group' does not apply to {GRID_VIT!r} (it uses layer norm). Fix: norm=batch.")
+        raise ConfigError(f"{owner}: norm='group' does not apply to {GRID_VIT!r} (it uses layer norm). "
+                          "Fix: norm=batch.")
     if norm == "group" and weights == "pretrained":
         raise ConfigError(f"{owner}: norm='group' cannot load timm's published weights (trained with batch norm). "
                           "Fix: norm=batch, or train from scratch (no backbone_weights).")

@@ -219,19 +219,16 @@ class TrainingConfig:
         color, cutout - see `models.augment`.
     tta: test-time augmentation when scoring: image scores and maps are the mean over the four flips.
     drop_path: stochastic depth rate of timm backbones (0: off; the own "cnn" / "vit_tiny" have none).
-    depth: convolutions per stage after the first of the "cnn" backbone (2; >= 1; other backbones
-        refuse any other value).
-    norm: "batch" (batch norm, the default) or "group" (group norm, up to 8 groups per layer) in the
-        backbone: the "cnn" one or a timm model whose batch norms timm can replace (resnet family).
-    bn_momentum: momentum of the running statistics of every batch norm of the backbone, in (0, 1]
-        (None: torch's 0.1; refused with norm="group"). See `backbones.capacity`.
+    depth: convolutions per stage after the first of the "cnn" backbone (2; >= 1; "cnn" only).
+    norm: the backbone's normalisation, "batch" or "group" (cnn, or timm's resnet family).
+    bn_momentum: momentum of every batch norm of the backbone, in (0, 1] (None: torch's 0.1).
+    (What each of these three refuses: `backbones.capacity.check_capacity`.)
     score_batch_size: images per batch when scoring.
     seed: training seed (weights, batches, synthetic anomalies).
     device: auto (CUDA when present), cpu or cuda.
     quiet: no progress output.
-    Subclasses name their detector in `detector_name` (for error messages), may change defaults
-    and add fields; those that build their own networks list the capacity levers (depth, norm,
-    bn_momentum) they ignore in `ignored_levers`, which must then keep their defaults.
+    Subclasses name their detector in `detector_name` (for error messages), may change defaults and
+    add fields; `ignored_levers`: the capacity levers their own networks ignore (kept at their defaults).
     """
 
     detector_name: ClassVar[str] = "detector"
