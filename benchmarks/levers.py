@@ -7,7 +7,8 @@ Adam + cosine, flips, lr 1e-3, batch 32) and change one lever per row:
     resolution      image_size 224 / 300, resize pad (needs the sets at full size: CPU here, not the
                     128-px device pack)
     augment         none, flips (today), +rot90, +affine, +color, +cutout, all
-    capacity        width 16 / 32 / 64, timm resnet18 from scratch, with stochastic depth 0.1
+    capacity        width 16 / 32 / 64, depth 3 convs per stage, group norm, batch-norm momentum 0.01,
+                    timm resnet18 from scratch, with stochastic depth 0.1, with group norm
     budget          50 / 100 epochs, 2 warm-up epochs, AdamW, SGD (nesterov), EMA of the weights
     tta             mean over the four flips at scoring
     early_stopping  50 epochs validated every 2: without patience, patience 3, patience 6
@@ -53,8 +54,9 @@ RUN_KEYS = ("image_size", "resize")  # RunConfig fields; every other key is a de
 LEVERS: dict[str, list[dict]] = {
     "resolution": [{"image_size": 224}, {"image_size": 300}, {"resize": "pad"}],
     "augment": [{"augment": v} for v in ("none", "flips+rot90", "flips+affine", "flips+color", "flips+cutout", "all")],
-    "capacity": [{"width": 16}, {"width": 32}, {"width": 64}, {"backbone": "resnet18"},
-                 {"backbone": "resnet18", "drop_path": 0.1}],
+    "capacity": [{"width": 16}, {"width": 32}, {"width": 64}, {"depth": 3}, {"norm": "group"}, {"bn_momentum": 0.01},
+                 {"backbone": "resnet18"}, {"backbone": "resnet18", "drop_path": 0.1},
+                 {"backbone": "resnet18", "norm": "group"}],
     "budget": [{"epochs": 50}, {"epochs": 100}, {"warmup_epochs": 2}, {"optimizer": "adamw", "weight_decay": 0.05},
                {"optimizer": "sgd", "lr": 0.01}, {"ema": 0.999}],
     "tta": [{"tta": True}],
