@@ -364,9 +364,9 @@ def main() -> None:
                 base = {"stage": "recipe", "lever": "recipe", "dataset": dataset, "detector": detector,
                         "label": label(overrides), "overrides": overrides, "where": args.where}
                 if stage == "recipe":
-                    jobs += [{**base, "k": k, "seed": s} for k in (40, 80) for s in args.seeds]
+                    jobs += [{**base, "k": k, "seed": s} for k in (80, 40) for s in args.seeds]
                 else:
-                    jobs += [{**base, "k": k, "seed": 0, "split_seed": s} for k in (40, 80) for s in args.split_seeds]
+                    jobs += [{**base, "k": k, "seed": 0, "split_seed": s} for k in (80, 40) for s in args.split_seeds]
         fit_all(jobs)
     rows = load_rows(args)
     render(rows, args, ("python benchmarks/levers.py " + " ".join(sys.argv[1:])).strip())
