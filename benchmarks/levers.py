@@ -260,7 +260,7 @@ def lever_line(lever: str, overrides: dict, group: list[dict], base_test: float,
 def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
     found = groups(rows, "recipe")
     lines = ["| set | detector | recipe (over today's defaults) | K | split | machine | seeds | val AUROC | test AUROC "
-             "| target | fit s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| target | ensemble of seeds val / test | fit s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     best: dict = {}
     for (dataset, detector, _, name, k, split_seed, machine), group in sorted(found.items(), key=lambda i: str(i[0])):
         val, test = mean(r["val_auroc"] for r in group), mean(r["auroc"] for r in group)
@@ -269,6 +269,7 @@ def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
                      f"| {machine.upper()} | {len(group)} | {fmt([r['val_auroc'] for r in group])} | "
                      f"{fmt([r['auroc'] for r in group])} | "
                      f"{'-' if target is None else f'{target} ({test - target:+.3f})'} | "
+                     f"{'-' if (ens := ensemble_auroc(group)) is None else f'{ens[0]:.3f} / {ens[1]:.3f}'} | "
                      f"{fmt([r['fit_seconds'] for r in group], 1)} |")
         if split_seed is None and len(group) >= 3 and (val > best.get((dataset, k), (-1, None))[0]):
             best[(dataset, k)] = (val, test)
