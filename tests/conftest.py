@@ -33,3 +33,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "realdata" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def tiny_training_sets():
+    """12 random normal 16x16 grayscale images and 3 anomalous ones with a bright square: the training
+    sets of the lever tests (a tiny fit takes well under a second)."""
+    import torch
+
+    from defectmine.data.dataset import ImageDataset
+    from defectmine.data.images import ImageSpec
+
+    spec = ImageSpec(size=(16, 16), channels=1)
+    generator = torch.Generator().manual_seed(0)
+    normal = ImageDataset.from_tensor(torch.randint(0, 255, (12, 1, 16, 16), dtype=torch.uint8, generator=generator), spec)
+    anomalous = torch.randint(0, 255, (3, 1, 16, 16), dtype=torch.uint8, generator=generator)
+    anomalous[:, :, 4:10, 4:10] = 255
+    return normal, ImageDataset.from_tensor(anomalous, spec, labels=[1, 1, 1])

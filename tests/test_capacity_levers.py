@@ -9,7 +9,7 @@ from torch import nn
 from defectmine.backbones import build_backbone
 from defectmine.backbones.capacity import norm_groups
 from defectmine.backbones.small_cnn import SmallCNN
-from defectmine.data import ImageDataset, ImageSpec
+from defectmine.data import ImageSpec
 from defectmine.errors import ConfigError
 from defectmine.models.registry import create, load_detector
 
@@ -22,12 +22,8 @@ PINNED_ANOMALOUS = [0.00144503, 0.00164545, 0.00160098]
 
 
 @pytest.fixture(scope="module")
-def sets():
-    generator = torch.Generator().manual_seed(0)
-    normal = ImageDataset.from_tensor(torch.randint(0, 255, (12, 1, 16, 16), dtype=torch.uint8, generator=generator), SPEC)
-    anomalous = torch.randint(0, 255, (3, 1, 16, 16), dtype=torch.uint8, generator=generator)
-    anomalous[:, :, 4:10, 4:10] = 255
-    return normal, ImageDataset.from_tensor(anomalous, SPEC, labels=[1, 1, 1])
+def sets(tiny_training_sets):
+    return tiny_training_sets
 
 
 def _fit(sets, detector="fcdd", **params):

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from defectmine.backbones import build_backbone
-from defectmine.data import ImageDataset, ImageSpec
 from defectmine.errors import ConfigError
 from defectmine.models.augment import (
     AUGMENTATIONS, augment_images, augment_parts, random_affine, random_color, random_cutout, random_rot90,
@@ -13,20 +12,13 @@ from defectmine.models.augment import (
 from defectmine.models.optim import WeightAverage, make_optimizer
 from defectmine.models.registry import create, load_detector
 
-SPEC = ImageSpec(size=(16, 16), channels=1)
-
-
 def _batch(n=8, size=(16, 16), channels=1, seed=0):
     return torch.randint(0, 256, (n, channels, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")
-def sets():
-    generator = torch.Generator().manual_seed(0)
-    normal = ImageDataset.from_tensor(torch.randint(0, 255, (12, 1, 16, 16), dtype=torch.uint8, generator=generator), SPEC)
-    anomalous = torch.randint(0, 255, (3, 1, 16, 16), dtype=torch.uint8, generator=generator)
-    anomalous[:, :, 4:10, 4:10] = 255
-    return normal, ImageDataset.from_tensor(anomalous, SPEC, labels=[1, 1, 1])
+def sets(tiny_training_sets):
+    return tiny_training_sets
 
 
 def _fcdd_scores(sets, **params):
