@@ -4,8 +4,10 @@ A preset fills run settings and detector options that neither the command line n
 file sets: command-line options > --config file > --preset > defaults.
 
 "quality" is the heavier preset of issue 18: longer training and wider networks, for when CPU time
-is cheaper than missed defects. Its values are a first guess, not yet measured (`measured` says so);
-they are meant to be replaced by the values a `defectmine tune` run on the benchmark sets finds.
+is cheaper than missed defects. For FCDD it is the recipe benchmarks/levers.py combined from the
+val-best levers on Magnetic Tile at K = 80 (BENCHMARKS.md, recipe section: better than the defaults
+there, at several times their fit time on 2 cores); for the classifier and LIAC it is still a first guess. `measured` stays False
+until every detector's values come from a recorded measurement on both benchmark sets.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ class Preset:
 
 
 _HEAVIER_TRAINING = {"epochs": 60, "width": 16, "eval_every": 2}
+# levers.py's FCDD recipe (Magnetic Tile, K = 80): flips + brightness/contrast, width 16, 50 epochs, flip TTA
+_FCDD_RECIPE = {"augment": "flips+color", "width": 16, "epochs": 50, "tta": True}
 
 PRESETS: dict[str, Preset] = {
     "quality": Preset(
         name="quality",
-        description="heavier training (60 epochs, width-16 CNN, validation every 2 epochs); not yet measured",
-        detector_params={"fcdd": dict(_HEAVIER_TRAINING), "classifier": dict(_HEAVIER_TRAINING),
+        description="heavier training: FCDD's measured recipe (flips+color, width 16, 50 epochs, TTA); "
+                    "classifier and LIAC 60 epochs, width 16, validation every 2 epochs (not yet measured)",
+        detector_params={"fcdd": dict(_FCDD_RECIPE), "classifier": dict(_HEAVIER_TRAINING),
                          "liac": dict(_HEAVIER_TRAINING)},
     ),
 }
