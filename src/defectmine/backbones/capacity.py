@@ -57,17 +57,25 @@ def set_bn_momentum(module: nn.Module, momentum: float, name: str) -> None:
 
 def check_capacity(
     backbone: str, *, depth: int = DEFAULT_DEPTH, norm: str = DEFAULT_NORM, bn_momentum: float | None = None,
-    weights: object = None, owner: str = "backbone",
+    weights: object = None, owner: str = "backbone", drop_path: float = 0.0,
 ) -> None:
-    """ConfigError (one line, starting with `owner`) for a bad `depth`, `norm` or `bn_momentum` of `backbone`.
+    """ConfigError (one line, starting with `owner`) for a bad `depth`, `norm`, `bn_momentum` or
+    `drop_path` of `backbone`.
 
     depth: convolutions per stage after the first of the "cnn" backbone (an integer >= 1); other
         backbones have their own layers and take only the default 2.
     norm: "batch" or "group"; "group" is refused for "vit_tiny" (layer norm) and with timm's published
         weights (trained with batch norm).
     bn_momentum: None (torch's 0.1) or a value in (0, 1]; refused with norm="group" and for "vit_tiny".
+    drop_path: stochastic depth rate in [0, 1); non-zero only for timm models with residual blocks.
     """
-    from defectmine.backbones.factory import GRID_VIT, SMALL_CNN
+    from defectmine.backbones.factory import GRID_VIT, OWN_BACKBONES, SMALL_CNN
+
+    if not 0 <= drop_path < 1:
+        raise ConfigError(f"{owner}: drop_path={drop_path} must be in [0, 1).")
+    if drop_path and backbone in OWN_BACKBONES:
+        raise ConfigError(f"{owner}: drop_path={drop_path} needs a timm backbone with residual blocks "
+                          f"(e.g. resnet18); backbone {backbone!r} has none. Fix: drop_path=0.")
 
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ConfigError(f"{owner}: depth={depth!r} must be a whole number >= 1 (convolutions per stage of the "

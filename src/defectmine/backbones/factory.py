@@ -141,10 +141,8 @@ def build_backbone(
     if stride < 1 or stride & (stride - 1):
         raise ConfigError(f"stride={stride}: must be a power of two (e.g. 8 or 16).")
     _check_published(name, weights)
-    check_capacity(name, depth=depth, norm=norm, bn_momentum=bn_momentum, weights=weights, owner="build_backbone")
-    if drop_path and name in OWN_BACKBONES:
-        raise ConfigError(f"drop_path={drop_path}: backbone {name!r} has no residual blocks to drop. Fix: drop_path=0 "
-                          "or a timm backbone such as resnet18.")
+    check_capacity(name, depth=depth, norm=norm, bn_momentum=bn_momentum, weights=weights, owner="build_backbone",
+                   drop_path=drop_path)
     if name == SMALL_CNN:
         # stage log2(stride) has exactly this stride; the network ends there
         module = SmallCNN(in_chans=in_chans, width=width, n_pools=stride.bit_length() - 1, depth=depth, norm=norm)

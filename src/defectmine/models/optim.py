@@ -29,10 +29,7 @@ def make_optimizer(
     warmup_epochs: the learning rate rises linearly over this many epochs (from lr / (warmup + 1) up
         to lr), then follows a cosine over the remaining epochs; 0: a cosine over all `epochs`.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={optimizer!r} is unknown. Fix: use one of {', '.join(OPTIMIZERS)}.")
-    if not 0 <= warmup_epochs < epochs:
-        raise ConfigError(f"warmup_epochs={warmup_epochs} must be >= 0 and below epochs={epochs}.")
+    check_schedule(optimizer, warmup_epochs, epochs)
     params = [p for p in network.parameters() if p.requires_grad]
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -47,6 +44,21 @@ def make_optimizer(
     return opt, torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[warmup_epochs])
 
 
+def check_schedule(optimizer: str, warmup_epochs: int, epochs: int, owner: str = "") -> None:
+    """ConfigError for an unknown optimiser or a warm-up not below the epochs (`owner` prefixes the message)."""
+    prefix = f"{owner}: " if owner else ""
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"{prefix}optimizer={optimizer!r} is unknown. Fix: use one of {', '.join(OPTIMIZERS)}.")
+    if not 0 <= warmup_epochs < epochs:
+        raise ConfigError(f"{prefix}warmup_epochs={warmup_epochs} must be >= 0 and below epochs={epochs}.")
+
+
+def check_ema(decay: float | None, owner: str = "") -> None:
+    """ConfigError unless the weight-average decay is None (off) or in (0, 1)."""
+    if decay is not None and not 0 < decay < 1:
+        raise ConfigError(f"{f'{owner}: ' if owner else ''}ema={decay} must be in (0, 1), e.g. 0.999, or null (off).")
+
+
 class WeightAverage:
     """Exponential moving average of a network's parameters, updated after every optimiser step.
 
@@ -56,8 +68,7 @@ class WeightAverage:
     """
 
     def __init__(self, network: nn.Module, decay: float):
-        if not 0 < decay < 1:
-            raise ConfigError(f"ema={decay} must be in (0, 1), e.g. 0.999, or null (off).")
+        check_ema(decay)
         self.decay = decay
         self.updates = 0
         self._params = {name for name, _ in network.named_parameters()}
@@ -94,24 +105,14 @@ def check_levers(cfg) -> None:
     """ConfigError for a bad augment, optimizer, warmup_epochs, ema, drop_path, depth, norm or bn_momentum
     of a `TrainingConfig` (a capacity lever in its `ignored_levers` must keep its default)."""
     from defectmine.backbones.capacity import CAPACITY_DEFAULTS, check_capacity
-    from defectmine.backbones.factory import OWN_BACKBONES
 
     name = cfg.detector_name
     augment_parts(cfg.augment)
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"{name}: optimizer={cfg.optimizer!r} is unknown. Fix: use one of {', '.join(OPTIMIZERS)}.")
-    if not 0 <= cfg.warmup_epochs < cfg.epochs:
-        raise ConfigError(f"{name}: warmup_epochs={cfg.warmup_epochs} must be >= 0 and below epochs={cfg.epochs}.")
-    if cfg.ema is not None and not 0 < cfg.ema < 1:
-        raise ConfigError(f"{name}: ema={cfg.ema} must be in (0, 1), e.g. 0.999, or null (off).")
-    if not 0 <= cfg.drop_path < 1:
-        raise ConfigError(f"{name}: drop_path={cfg.drop_path} must be in [0, 1).")
-    if cfg.drop_path and cfg.backbone in OWN_BACKBONES:
-        raise ConfigError(f"{name}: drop_path={cfg.drop_path} needs a timm backbone with residual blocks "
-                          f"(e.g. resnet18); backbone {cfg.backbone!r} has none. Fix: drop_path=0.")
+    check_schedule(cfg.optimizer, cfg.warmup_epochs, cfg.epochs, owner=name)
+    check_ema(cfg.ema, owner=name)
     for lever in cfg.ignored_levers:
         if getattr(cfg, lever) != CAPACITY_DEFAULTS[lever]:
             raise ConfigError(f"{name}: {lever}={getattr(cfg, lever)!r} does not reach the networks it builds (the "
                               f"capacity levers reach fcdd, classifier and liac). Fix: leave {lever} unset.")
     capacity = {lever: getattr(cfg, lever) for lever in CAPACITY_DEFAULTS if lever not in cfg.ignored_levers}
-    check_capacity(cfg.backbone, **capacity, weights=cfg.backbone_weights, owner=name)
+    check_capacity(cfg.backbone, **capacity, weights=cfg.backbone_weights, owner=name, drop_path=cfg.drop_path)
