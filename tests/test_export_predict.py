@@ -75,8 +75,13 @@ def test_onnx_predict_without_torch_gives_the_torch_predicts_scores(exported_run
     assert list(got[0]) == list(expected[0])  # the same columns, overlay included
     assert [(r["path"], r["label"], r["defect_class"]) for r in got] == [
         (r["path"], r["label"], r["defect_class"]) for r in expected]
-    assert max(abs(float(a["score"]) - float(b["score"])) for a, b in zip(got, expected)) <= 1e-4
-    assert [r["predicted"] for r in got] == [r["predicted"] for r in expected]
+    differences = [abs(float(a["score"]) - float(b["score"])) for a, b in zip(got, expected)]
+    assert max(differences) <= 1e-4
+    # max-F1 puts the threshold on a score: that image may fall either side by float rounding
+    threshold = json.loads((run_dir / "metrics.json").read_text())["threshold"]["value"]
+    clear = [i for i, row in enumerate(expected) if abs(float(row["score"]) - threshold) > max(differences)]
+    assert len(clear) >= len(expected) - 1
+    assert [got[i]["predicted"] for i in clear] == [expected[i]["predicted"] for i in clear]
     assert len(list((tmp_path / "onnx" / "overlays").iterdir())) == torch_summary.n_scored
     written = json.loads((tmp_path / "onnx" / "predict.json").read_text())
     assert written["threshold_source"] == "exported model"

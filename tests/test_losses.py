@@ -31,3 +31,13 @@ def test_fcdd_loss_rewards_high_heat_on_anomalies():
     low = fcdd_loss(torch.full((1, 2, 2), 0.1), torch.tensor([1]))
     high = fcdd_loss(torch.full((1, 2, 2), 5.0), torch.tensor([1]))
     assert high < low
+
+
+def test_pseudo_huber_keeps_float32_precision_near_zero():
+    # sqrt(a^2 + 1) - 1 in float32 returns 0 for a = 1e-4 (true value 5e-9) and is ~1 % off at 1e-2
+    a = torch.tensor([1e-4, 1e-3, 1e-2, 0.0, 3.0], dtype=torch.float32)
+    exact = (torch.sqrt(a.double() ** 2 + 1) - 1).float()
+    assert torch.allclose(pseudo_huber(a), exact, rtol=1e-6, atol=0)
+    # large and infinite inputs (a diverged network) stay |a| - 1 and inf, never NaN
+    big = pseudo_huber(torch.tensor([1e7, -1e20, float("inf")]))
+    assert big[0] == 1e7 - 1 and big[1] == 1e20 and big[2] == float("inf")

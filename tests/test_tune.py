@@ -122,8 +122,8 @@ def test_an_interrupted_trial_is_failed_not_counted_and_runs_again(data, tmp_pat
 
 
 def test_trials_that_cannot_work_are_recorded_and_the_search_goes_on(data, tmp_path):
-    # an lr so high that training diverges: the loss or the scores become infinite
-    space = parse_space("fcdd", {"lr": {"low": 1e6, "high": 1e7}, "epochs": {"low": 1, "high": 2}}, "test")
+    # an lr so high that the weights overflow float32 at once: the loss becomes NaN or infinite
+    space = parse_space("fcdd", {"lr": {"low": 1e30, "high": 1e31}, "epochs": {"low": 1, "high": 2}}, "test")
     result = run_tune(_base(data), tmp_path / "tune", n_trials=2, space=space)
     rows = result.rows
     assert [r["state"] for r in rows] == ["fail", "fail"] and result.best_params is None
