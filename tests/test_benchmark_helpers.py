@@ -237,3 +237,25 @@ def test_segmentation_summary_reports_the_configuration_chosen_on_val_not_on_tes
             row("bce", 0, 0.10, 0.50), row("bce", 1, 0.10, 0.50),         # best on test
             row("dice", 0, 0.90, 0.90, fraction=0.5)]                      # a data-fraction row
     assert seg.best_iou(rows) == pytest.approx(0.11)
+
+
+def test_levers_ensemble_windows_need_consecutive_seeds_and_use_the_librarys_combination():
+    import numpy as np
+
+    import levers
+    from defectmine.models import ensemble
+
+    rng = np.random.default_rng(0)
+    labels = [0, 0, 0, 1, 1, 1]
+
+    def row(seed):
+        val, test = rng.normal(size=6) + np.array(labels) * seed, rng.normal(size=6)
+        return {"seed": seed, "val_scores": val.tolist(), "test_scores": test.tolist(), "val_labels": labels,
+                "test_labels": labels}
+
+    rows = [row(s) for s in (0, 1, 2, 3, 5)]  # seed 4 missing: only the ensembles 0-2 and 1-3 exist
+    windows = levers.ensemble_windows(rows, size=3)
+    assert len(windows) == 2
+    references = [r["val_scores"] for r in rows[1:4]]
+    expected = ensemble.seed_ensemble_auroc(labels, [r["test_scores"] for r in rows[1:4]], references)
+    assert windows[1][1] == pytest.approx(expected)

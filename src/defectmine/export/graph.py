@@ -17,7 +17,7 @@ from defectmine.models.trained import native_maps_at
 
 class DetectorGraph(nn.Module):
     """uint8 (N, C, H, W) -> (score (N,), map (N, H, W)) of a trained detector: `TrainedDetector.score`
-    with native maps (normalise -> `_forward_scores` -> `native_maps_at` the input size)."""
+    with native maps (normalise -> `_scores` -> `native_maps_at` the input size)."""
 
     def __init__(self, detector) -> None:
         super().__init__()
@@ -36,7 +36,7 @@ class DetectorGraph(nn.Module):
         if getattr(self.detector.config, "tta", False):  # as `score` does: the mean over the four flips
             image, maps = self.detector._flip_averaged_scores(batch)
         else:
-            image, maps = self.detector._forward_scores(batch)
+            image, maps = self.detector._scores(batch)
         return image, native_maps_at(maps, tuple(self.spec.size))
 
 

@@ -114,6 +114,17 @@ class Detector(ABC):
     def _set_extra_state(self, state: dict) -> None:
         pass
 
+    # Save and load go through these three; a detector made of several networks (a seed ensemble)
+    # overrides them, single-network detectors only implement the methods they call.
+    def _build_model(self, spec: ImageSpec) -> nn.Module:
+        return self._build_network(spec)
+
+    def _saved_state(self) -> dict:
+        return self._extra_state()
+
+    def _restore_saved_state(self, state: dict) -> None:
+        self._set_extra_state(state)
+
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: Path, *, metadata: dict | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into the folder `path`.
@@ -124,7 +135,7 @@ class Detector(ABC):
         self._check_fitted()
         return write_model_folder(path, self.network_, {
             "detector": self.name, "config": self.get_config(), "spec": self.spec_.to_dict(),
-            "state": self._extra_state(), "metadata": dict(metadata or {}),
+            "state": self._saved_state(), "metadata": dict(metadata or {}),
         })
 
     @classmethod
@@ -149,10 +160,14 @@ class Detector(ABC):
         except (ConfigError, TypeError, ValueError) as err:
             raise DataError(f"{path / CONFIG_FILE}: its settings cannot rebuild the model ({err}). "
                             "Fix: re-save the model, or fit it again.") from None
-        network = detector._build_network(detector.spec_)
+        network = detector._build_model(detector.spec_)
         load_weights(network, path / WEIGHTS_FILE)
         detector.network_ = network.to(detector.device, memory_format=torch.channels_last).eval()
-        detector._set_extra_state(document.get("state", {}))
+        try:
+            detector._restore_saved_state(document.get("state") or {})
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{path / CONFIG_FILE}: its 'state' cannot be restored ({err}). "
+                            "Fix: restore the file, or fit the model again.") from None
         return detector
 
 

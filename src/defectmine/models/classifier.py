@@ -125,8 +125,8 @@ class Classifier(TrainedDetector):
         """Training loss of one batch; LIAC adds its abnormality capturing loss."""
         return self._loss_fn(output.logits, labels)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
-            on_validation=None):
+    def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+                 on_validation=None):
         cfg = self.config
         self._start_fit(normal, anomalous, val)
         n_anomalous = 0 if anomalous is None else len(anomalous)

@@ -165,8 +165,8 @@ class DRAEM(TrainedDetector):
     def _build_network(self, spec: ImageSpec) -> nn.Module:
         return DRAEMNetwork(spec.channels, self.config.width, self.config.depth)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
-            on_validation=None):
+    def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+                 on_validation=None):
         cfg = self.config
         network = self._start_fit(normal, anomalous, val)
         batches, steps = self._batches(normal, anomalous)

@@ -61,8 +61,8 @@ class FCDD(TrainedDetector):
         backbone = self._make_backbone(spec)
         return FCDDNetwork(backbone.module, backbone.out_channels)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
-            on_validation=None):
+    def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+                 on_validation=None):
         cfg = self.config
         self._start_fit(normal, anomalous, val)
 

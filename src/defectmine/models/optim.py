@@ -102,11 +102,13 @@ class WeightAverage:
 
 
 def check_levers(cfg) -> None:
-    """ConfigError for a bad augment, optimizer, warmup_epochs, ema, drop_path, depth, norm or bn_momentum
-    of a `TrainingConfig` (a capacity lever in its `ignored_levers` must keep its default)."""
+    """ConfigError for a bad augment, optimizer, warmup_epochs, ema, ensemble, drop_path, depth, norm or
+    bn_momentum of a `TrainingConfig` (a capacity lever in its `ignored_levers` must keep its default)."""
     from defectmine.backbones.capacity import CAPACITY_DEFAULTS, check_capacity
+    from defectmine.models.ensemble import check_ensemble
 
     name = cfg.detector_name
+    check_ensemble(cfg.ensemble, name)
     augment_parts(cfg.augment)
     check_schedule(cfg.optimizer, cfg.warmup_epochs, cfg.epochs, owner=name)
     check_ema(cfg.ema, owner=name)

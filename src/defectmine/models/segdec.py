@@ -162,8 +162,8 @@ class SegDec(TrainedDetector):
             unet.encoder.requires_grad_(False)
         return SegDecNetwork(unet, cfg.detach_decision)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
-            on_validation=None):
+    def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+                 on_validation=None):
         cfg = self.config
         side = 2 ** cfg.encoder_depth
         if any(s % side for s in normal.spec.size):

@@ -13,6 +13,7 @@ from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec, normalise
 from defectmine.errors import ConfigError
 from defectmine.explain.upsample import gaussian_upsample
+from defectmine.models import ensemble
 from defectmine.models.base import Detector, Scores, seed_everything
 from defectmine.evaluation.selection import validation_value
 from defectmine.models.training import FitResult, check_training_sets, fit_network, has_both_classes
@@ -33,14 +34,93 @@ def native_maps_at(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class TrainedDetector(Detector):
     """A detector whose network is trained by `fit_network` and scores images batch by batch.
 
-    Subclasses implement `_forward_scores(batch) -> (image scores (B,), maps (B, u, v))` on normalised
+    Subclasses implement `_fit_one(normal, anomalous, val=, on_validation=)` (one network, trained and
+    selected on val) and `_forward_scores(batch) -> (image scores (B,), maps (B, u, v))` on normalised
     channels_last batches; `score` upsamples low-resolution maps to the input size (maps already at
     the input size are kept).
-    Their config derives from `training.TrainingConfig` (score_batch_size, seed, device, ...).
-    Their `fit` also takes `on_validation(epoch, value)`, called after each validation during training
-    (a tuner reports to its pruner there, and may raise to abandon the fit); weights are the same
-    with or without it.
+    Their config derives from `training.TrainingConfig` (score_batch_size, seed, device, ensemble, ...).
+    With `ensemble` n > 1, `fit` trains n members (seeds seed .. seed + n - 1) and scores are the mean of
+    the members' standardised scores (`models.ensemble`); ``members_`` holds them, ``network_`` their
+    networks (an ``nn.ModuleList``, saved in one weights file).
     """
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.members_: list[TrainedDetector] = []
+        self.standardisers_: list[tuple[float, float]] = []
+
+    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+            on_validation=None):
+        """Learn from normal images and, when given, labelled anomalous images; keep the weights of the
+        best validation value when `val` holds both classes. Returns self.
+
+        on_validation(epoch, value): called after each validation during training (a tuner reports to
+            its pruner there, and may raise to abandon the fit); weights are the same with or without it.
+            An ensemble calls it for its first member only, so a pruner sees one validation curve.
+        With `ensemble` n > 1, the members are fitted one after another, each selected on val on its own;
+        each is then standardised by its scores on val (on the normal training images without val).
+        """
+        size = self.config.ensemble
+        if size == 1:
+            self.members_, self.standardisers_ = [], []
+            return self._fit_one(normal, anomalous, val=val, on_validation=on_validation)
+        members = []
+        for index in range(size):
+            member = self._member(index)
+            member._fit_one(normal, anomalous, val=val, on_validation=on_validation if index == 0 else None)
+            members.append(member)
+        reference = val if val is not None and len(val) else normal
+        self._bind_members(members, [ensemble.standardiser(m.score(reference, maps=False).image) for m in members])
+        return self
+
+    @abstractmethod
+    def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None, *, val: ImageDataset | None,
+                 on_validation=None) -> "TrainedDetector":
+        """Train this detector's one network (``network_``) and select it on val. Returns self."""
+
+    # -- seed ensembles ------------------------------------------------------------------------
+    def _member(self, index: int) -> "TrainedDetector":
+        """An unfitted single-network detector: this configuration, seed + index."""
+        return type(self)(**{**self.get_config(), "ensemble": 1, "seed": self.config.seed + index})
+
+    def _bind_members(self, members: list["TrainedDetector"], standardisers: list[tuple[float, float]]) -> None:
+        """Make `members` this detector's ensemble: their networks become ``network_``; what a run reports
+        of one fit (history, best epoch, synthetic kind) is the first member's, ``member_best_epochs_``
+        has every member's."""
+        first = members[0]
+        self.members_, self.standardisers_ = members, [tuple(map(float, s)) for s in standardisers]
+        self.spec_ = first.spec_
+        self.network_ = nn.ModuleList([m.network_ for m in members])
+        for attribute in ("history_", "best_epoch_", "stopped_epoch_", "synthetic_"):
+            setattr(self, attribute, getattr(first, attribute, None))
+        self.member_best_epochs_ = [getattr(m, "best_epoch_", None) for m in members]
+
+    def _build_model(self, spec: ImageSpec) -> nn.Module:
+        if self.config.ensemble == 1:
+            return self._build_network(spec)
+        members = [self._member(i) for i in range(self.config.ensemble)]
+        return nn.ModuleList([m._build_network(spec) for m in members])
+
+    def _saved_state(self) -> dict:
+        if not self.members_:
+            return self._extra_state()
+        return {"ensemble": {"standardisers": [list(s) for s in self.standardisers_],
+                             "members": [m._saved_state() for m in self.members_]}}
+
+    def _restore_saved_state(self, state: dict) -> None:
+        if self.config.ensemble == 1:
+            self._set_extra_state(state)
+            return
+        saved = state["ensemble"]
+        if len(saved["members"]) != len(self.network_) or len(saved["standardisers"]) != len(self.network_):
+            raise ValueError(f"ensemble of {len(self.network_)} networks, but state for {len(saved['members'])}")
+        members = []
+        for index, (network, member_state) in enumerate(zip(self.network_, saved["members"])):
+            member = self._member(index)
+            member.spec_, member.network_ = self.spec_, network
+            member._restore_saved_state(member_state)
+            members.append(member)
+        self._bind_members(members, [(float(c), float(k)) for c, k in saved["standardisers"]])
 
     def _make_backbone(self, spec: ImageSpec) -> Backbone:
         """A backbone as configured (name, stride, width, weights, drop_path, depth, norm, bn_momentum),
@@ -89,17 +169,29 @@ class TrainedDetector(Detector):
     def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image scores (B,), maps (B, u, v)) of a normalised batch."""
 
-    def image_scores_of(self, batch: torch.Tensor) -> torch.Tensor:
-        """Image scores (B,) of a normalised batch: what Grad-CAM explains."""
+    def _image_scores(self, batch: torch.Tensor) -> torch.Tensor:
+        """Image scores (B,) of one network (a subclass may compute them without its maps)."""
         return self._forward_scores(batch)[0]
 
+    def image_scores_of(self, batch: torch.Tensor) -> torch.Tensor:
+        """Image scores (B,) of a normalised batch: what Grad-CAM explains (an ensemble's: combined)."""
+        if not self.members_:
+            return self._image_scores(batch)
+        return ensemble.standardised_mean([m._image_scores(batch) for m in self.members_], self.standardisers_)
+
+    def _scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_forward_scores` of the one network, or the ensemble's combination of its members'."""
+        if not self.members_:
+            return self._forward_scores(batch)
+        return ensemble.combine([m._forward_scores(batch) for m in self.members_], self.standardisers_)
+
     def _flip_averaged_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`_forward_scores` averaged over the identity, horizontal, vertical and both flips; each map
+        """`_scores` averaged over the identity, horizontal, vertical and both flips; each map
         flipped back before the mean, so maps stay aligned with the input."""
         images, maps = [], []
         for dims in ((), (-1,), (-2,), (-2, -1)):
             flipped = batch.flip(dims) if dims else batch
-            image, low_res = self._forward_scores(flipped.contiguous(memory_format=torch.channels_last))
+            image, low_res = self._scores(flipped.contiguous(memory_format=torch.channels_last))
             images.append(image)
             maps.append(low_res.flip(dims) if dims else low_res)
         return torch.stack(images).mean(0), torch.stack(maps).mean(0)
@@ -112,7 +204,8 @@ class TrainedDetector(Detector):
             image score at the backbone's last convolution; computed with gradients even though scoring
             runs under inference mode).
         With the config's `tta` on, native image scores and maps are the mean over the four flips of
-        each image (maps flipped back first); Grad-CAM maps ignore it.
+        each image (maps flipped back first); Grad-CAM maps ignore it. An ensemble's Grad-CAM map is the
+        mean of its members' (each explains its own network).
         """
         if heatmap not in HEATMAPS:
             raise ConfigError(f"heatmap={heatmap!r} is unknown. Fix: use one of {', '.join(HEATMAPS)}.")
@@ -126,7 +219,7 @@ class TrainedDetector(Detector):
         image_scores, all_maps = [], []
         for start in range(0, len(pixels), step):
             batch = normalise(pixels[start:start + step].to(self.device), self.spec_)
-            image, low_res = self._flip_averaged_scores(batch) if tta else self._forward_scores(
+            image, low_res = self._flip_averaged_scores(batch) if tta else self._scores(
                 batch.contiguous(memory_format=torch.channels_last))
             image_scores.append(image.cpu())
             if native_maps:
@@ -137,5 +230,6 @@ class TrainedDetector(Detector):
         if maps and heatmap == "gradcam":
             from defectmine.explain.gradcam import detector_gradcam
 
-            full = detector_gradcam(self, pixels)
+            explained = self.members_ or [self]
+            full = np.mean([detector_gradcam(m, pixels) for m in explained], axis=0).astype(np.float32)
         return Scores(image=image, maps=full)

@@ -218,6 +218,9 @@ class TrainingConfig:
         False / "none", "all", or a "+"-joined subset of flips, rot90 (square images only), affine,
         color, cutout - see `models.augment`.
     tta: test-time augmentation when scoring: image scores and maps are the mean over the four flips.
+    ensemble: members of a seed ensemble (1: one network). n > 1 trains n networks with seeds seed ..
+        seed + n - 1 (n times the fit time) and scores with the mean of their standardised scores
+        (`models.ensemble`).
     drop_path: stochastic depth rate of timm backbones (0: off; the own "cnn" / "vit_tiny" have none).
     depth: convolutions per stage after the first of the "cnn" backbone (2; >= 1; "cnn" only).
     norm: the backbone's normalisation, "batch" or "group" (cnn, or timm's resnet family).
@@ -250,6 +253,7 @@ class TrainingConfig:
     warmup_epochs: int = 0
     ema: float | None = None
     tta: bool = False
+    ensemble: int = 1
     drop_path: float = 0.0
     depth: int = 2
     norm: str = "batch"

@@ -196,8 +196,8 @@ class VAEGradCAM(TrainedDetector):
         cfg = self.config
         return ConvVAE(spec, cfg.blocks, cfg.latent, cfg.width)
 
-    def fit(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
-            on_validation=None):
+    def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
+                 on_validation=None):
         cfg = self.config
         self._start_fit(normal, anomalous, val)
 
@@ -211,7 +211,7 @@ class VAEGradCAM(TrainedDetector):
                           on_validation=on_validation)
         return self
 
-    def image_scores_of(self, batch: torch.Tensor) -> torch.Tensor:
+    def _image_scores(self, batch: torch.Tensor) -> torch.Tensor:
         """The reconstruction error (mean squared error per image)."""
         output = self.network_(batch)
         return (output.reconstruction - batch).pow(2).flatten(1).mean(dim=1)
