@@ -327,7 +327,11 @@ def render(rows: list[dict], args, command: str) -> None:
     replace_section(REPO / "BENCHMARKS.md", "recipe", "Recipe per set and K (issue 18)",
                     "\n".join(head[:2] + ["Recipe = the val-best value of each lever over today's defaults, "
                                           "combined; split seed rows: the same protocol re-split by the library "
-                                          "(training seed 0).", ""] + recipe_lines))
+                                          "(training seed 0). Rows ending in ensemble=3: what `-p ensemble=3 "
+                                          "seed=s` scores for each s whose members s, s+1, s+2 have recipe rows, "
+                                          "from their kept scores with the library's ensemble functions (the "
+                                          "ensembles share members, so their ± understates a fresh draw's); "
+                                          "fit s = 3 x the mean single fit.", ""] + recipe_lines))
     base_fit = mean(r["fit_seconds"] for r in rows if r.get("stage") == "levers" and r["label"] == "baseline"
                     and r["detector"] == "fcdd")
     update_summary(RECIPE_RESULTS, {**summary, "default_fit_s_ratio": 1.0 if base_fit else None,
