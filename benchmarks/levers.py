@@ -265,17 +265,20 @@ def lever_line(lever: str, overrides: dict, group: list[dict], base_test: float,
 
 
 def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
-    found = groups(rows, "recipe")
+    found: dict[tuple, list[dict]] = {}
+    for key, group in groups(rows, "recipe").items():  # the split seeds' rows (training seed 0) form one row
+        found.setdefault((*key[:5], key[5] is not None, key[6]), []).extend(group)
     lines = ["| set | detector | recipe (over today's defaults) | K | split | machine | seeds | val AUROC | test AUROC "
              "| target | ensemble of all its seeds val / test | fit s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     best: dict = {}
-    for (dataset, detector, _, name, k, split_seed, machine), group in sorted(found.items(), key=lambda i: str(i[0])):
-        split = "fixed" if split_seed is None else f"seed {split_seed}"
+    for (dataset, detector, _, name, k, resplit, machine), group in sorted(found.items(), key=lambda i: str(i[0])):
+        split = (f"split seeds {', '.join(str(r['split_seed']) for r in sorted(group, key=lambda r: r['split_seed']))}"
+                 if resplit else "fixed")
         target = TARGETS.get((dataset, k))
-        ens = ensemble_auroc(group)
+        ens = None if resplit else ensemble_auroc(group)  # members of an ensemble share one split
         variants = [(name, len(group), [r["val_auroc"] for r in group], [r["auroc"] for r in group],
                      "-" if ens is None else f"{ens[0]:.3f} / {ens[1]:.3f}", fmt([r["fit_seconds"] for r in group], 1))]
-        windows = ensemble_windows(group)
+        windows = [] if resplit else ensemble_windows(group)
         if windows:
             fit_s = mean(r["fit_seconds"] for r in group) * ENSEMBLE_SIZE
             variants.append((f"{name},ensemble={ENSEMBLE_SIZE}", f"{len(windows)} ensembles of {ENSEMBLE_SIZE}",
@@ -285,7 +288,7 @@ def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
             lines.append(f"| {dataset} | {detector} | {variant} | {k} | {split} | {machine.upper()} | {seeds} | "
                          f"{fmt(vals)} | {fmt(tests)} | "
                          f"{'-' if target is None else f'{target} ({test - target:+.3f})'} | {ens_cell} | {fit_cell} |")
-            if split_seed is None and len(vals) >= 3 and (val > best.get((dataset, k), (-1, None))[0]):
+            if not resplit and len(vals) >= 3 and (val > best.get((dataset, k), (-1, None))[0]):
                 best[(dataset, k)] = (val, test)
     short = {"magnetic_tile": "mt", "elpv": "elpv"}
     summary = {f"{short[d]}_k{k}_auroc": best[(d, k)][1] if (d, k) in best else None
