@@ -88,7 +88,8 @@ class TrainedDetector(Detector):
         of one fit (history, best epoch, synthetic kind) is the first member's, ``member_best_epochs_``
         has every member's."""
         first = members[0]
-        self.members_, self.standardisers_ = members, [tuple(map(float, s)) for s in standardisers]
+        self.members_ = members
+        self.standardisers_ = [(float(centre), float(scale)) for centre, scale in standardisers]
         self.spec_ = first.spec_
         self.network_ = nn.ModuleList([m.network_ for m in members])
         for attribute in ("history_", "best_epoch_", "stopped_epoch_", "synthetic_"):
@@ -120,7 +121,7 @@ class TrainedDetector(Detector):
             member.spec_, member.network_ = self.spec_, network
             member._restore_saved_state(member_state)
             members.append(member)
-        self._bind_members(members, [(float(c), float(k)) for c, k in saved["standardisers"]])
+        self._bind_members(members, saved["standardisers"])  # _bind_members makes them float pairs
 
     def _make_backbone(self, spec: ImageSpec) -> Backbone:
         """A backbone as configured (name, stride, width, weights, drop_path, depth, norm, bn_momentum),
