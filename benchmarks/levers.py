@@ -157,7 +157,8 @@ def lever_jobs(args) -> list[dict]:
     jobs = []
     for dataset in args.datasets:
         for detector in args.detectors:
-            variants = [("baseline", {})] + [(lever, o) for lever in args.levers for o in LEVERS[lever]]
+            variants = [("baseline", {})] + [(lever, o) for lever in args.levers for o in LEVERS[lever]
+                                             if args.variants is None or label(o) in args.variants]
             for seed in args.seeds:  # seed-major: a cut-off run has whole levers at seed 0 first
                 for lever, overrides in variants:
                     jobs.append({"stage": "levers", "lever": lever, "dataset": dataset, "detector": detector,
@@ -347,6 +348,9 @@ def main() -> None:
     parser.add_argument("--levers", nargs="+", default=[lv for lv in LEVERS if lv != "resolution"], choices=list(LEVERS))
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--variants", nargs="+", metavar="LABEL",
+                        help="Only these variants of the chosen levers (their table labels, e.g. width=16 "
+                             "tta=True), beside the baseline: a short first pass where fits are slow.")
     parser.add_argument("--k", type=int, default=80, help="Labelled anomalies of the lever rows.")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--recipe-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4],
