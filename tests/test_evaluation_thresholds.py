@@ -25,7 +25,7 @@ def test_max_f1_hand_computed_with_ties():
     scores = [0.5, 0.5, 0.9, 0.2, 0.5]
     thr = max_f1_threshold(labels, scores)
     assert thr.rule == "max_f1"
-    assert thr.value == 0.5
+    assert thr.value == pytest.approx(0.35)  # midway between the chosen 0.5 and the next lower score, 0.2
     assert thr.params["f1"] == pytest.approx(6 / 7)
     assert thr.params["precision"] == pytest.approx(0.75)
     assert thr.params["recall"] == pytest.approx(1.0)
@@ -41,7 +41,27 @@ def test_max_f1_matches_brute_force_on_tied_scores(seed):
     achieved = f1_score(labels, scores >= thr.value)
     assert achieved == pytest.approx(brute_force_best_f1(labels, scores))
     assert achieved == pytest.approx(thr.params["f1"])
-    assert thr.value in set(scores.tolist())
+    assert thr.value not in set(scores.tolist()) or thr.value == scores.min()
+
+
+def test_max_f1_leaves_a_gap_on_both_sides_of_the_threshold():
+    # A max-F1 threshold on a score lets float rounding (ONNX vs torch) flip that image; the midpoint
+    # keeps every validation decision and leaves room both ways.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.normal(size=200).astype(np.float32) + labels
+    thr = max_f1_threshold(labels, scores)
+    chosen = scores[scores >= thr.value].min()
+    below = scores[scores < thr.value].max()
+    assert below < thr.value < chosen and thr.value == pytest.approx((below + chosen) / 2)
+    wobble = 1e-4 * (chosen - below)
+    for shifted in (scores + wobble, scores - wobble):
+        assert f1_score(labels, shifted >= thr.value) == pytest.approx(thr.params["f1"])
+
+
+def test_max_f1_on_the_lowest_score_keeps_that_score():
+    thr = max_f1_threshold([1, 1, 1], [0.2, 0.5, 0.9])  # every image anomalous: nothing lies below
+    assert thr.value == 0.2 and thr.params["recall"] == 1.0
 
 
 def test_max_f1_prefers_lowest_of_equal_thresholds():
@@ -52,7 +72,7 @@ def test_max_f1_prefers_lowest_of_equal_thresholds():
     assert f1_score(labels, scores >= 0.9) == pytest.approx(2 / 3)
     assert f1_score(labels, scores >= 0.6) == pytest.approx(2 / 3)
     thr = max_f1_threshold(labels, scores)
-    assert thr.value == 0.6 and thr.params["f1"] == pytest.approx(2 / 3)
+    assert thr.value == 0.6 and thr.params["f1"] == pytest.approx(2 / 3)  # nothing below 0.6: kept as is
 
 
 def test_max_f1_without_positives_points_to_mean_std():

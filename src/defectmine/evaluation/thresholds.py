@@ -69,7 +69,10 @@ def max_f1_threshold(labels: Any, scores: Any) -> Threshold:
     """Threshold that maximises F1 on validation labels and scores.
 
     Candidates are the distinct score values, so images with tied scores always fall on the same
-    side. Among equally good candidates the lowest one is kept (the highest recall).
+    side. Among equally good candidates the lowest one is kept (the highest recall). The value returned
+    is then moved down to the midpoint between that score and the next lower validation score: the
+    validation decisions (and F1) are the same, but no validation image sits exactly on the boundary,
+    where a float-rounding difference (an exported ONNX graph, another thread count) could flip it.
 
     Args:
         labels: 0 (normal) / 1 (anomalous) per validation image.
@@ -96,13 +99,24 @@ def max_f1_threshold(labels: Any, scores: Any) -> Threshold:
     best = int(np.argmax(f1))  # thresholds ascend, so the first maximum is the lowest threshold
     return Threshold(
         rule="max_f1",
-        value=float(thresholds[best]),
+        value=_below(thresholds[best], s),
         params={
             "f1": float(f1[best]),
             "precision": float(precision[best]),
             "recall": float(recall[best]),
         },
     )
+
+
+def _below(score: float, scores: np.ndarray) -> float:
+    """The midpoint between `score` and the highest of `scores` below it (`score` itself when none is
+    below, or when the two are adjacent floats and no value lies strictly between them)."""
+    lower = scores[scores < score]
+    if lower.size == 0:
+        return float(score)
+    below = float(lower.max())
+    middle = below + (float(score) - below) / 2
+    return middle if below < middle < score else float(score)
 
 
 def mean_std_threshold(labels: Any, scores: Any, k: float = 3.0) -> Threshold:
