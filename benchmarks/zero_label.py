@@ -1,5 +1,6 @@
 """Zero labels, still localised: vae_gradcam and draem on Magnetic Tile and ELPV (fixed splits), K = 0
-(and K = 10 for draem), beside FCDD's K = 0 rows of benchmarks/results/fcdd/.
+(and K = 10 for both: draem trains on the labelled defects and their masks, vae_gradcam through its anomaly
+hinge, anomaly_weight 10), beside FCDD's K = 0 rows of benchmarks/results/fcdd/.
 
 Each (dataset, detector, K, seed) fits in its own subprocess (peak RSS per row) and its row is kept in
 benchmarks/results/zero_label/ (delete a file to re-run it), so an interrupted run continues. Writes
@@ -41,7 +42,9 @@ GPU_PARAMS = {
     "draem": {**PARAMS["draem"], "epochs": 40, "eval_every": 5},
 }
 BUDGETS = {"smoke": PARAMS, "gpu": GPU_PARAMS}
-CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10)]
+# With labelled defects (K > 0) the VAE trains on them only through its anomaly hinge (off by default).
+LABELLED_PARAMS = {"vae_gradcam": {"anomaly_weight": 10.0}}
+CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10), ("vae_gradcam", 10)]
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"
@@ -150,7 +153,7 @@ def run_one(dataset: str, detector_name: str, k: int, seed: int, budget: str = "
     from defectmine.evaluation.thresholds import mean_std_threshold
     from defectmine.pipeline import RunConfig, fit_run, prepare_data
 
-    params = BUDGETS[budget][detector_name]
+    params = {**BUDGETS[budget][detector_name], **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
     config = RunConfig(data=dataset, detector=detector_name, detector_params=dict(params), k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
     result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{detector_name}-k{k}-s{seed}-{budget}",

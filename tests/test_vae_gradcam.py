@@ -73,10 +73,40 @@ def test_barrier_term_trains_the_encoder_through_the_attention():
     assert not torch.allclose(g_plain, g_barrier)  # the barrier's gradient reaches the encoder
 
 
+def test_labelled_anomalies_pay_a_bounded_hinge_and_no_normal_terms():
+    torch.manual_seed(0)
+    network = ConvVAE(SPEC, blocks=3, latent=4, width=4).train()
+    images = torch.randn(4, 1, 32, 32)
+    output = network(images)
+    labels = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    errors = (output.reconstruction - images).pow(2).flatten(1).mean(1).detach()
+    per_image = errors + 0.1 * kl_divergence(output.mu, output.logvar).detach()
+    kw = {"beta": 0.1, "barrier_weight": 0.0, "t": 20.0}
+    # weight 0: the mean over the two normal images only
+    np.testing.assert_allclose(float(vae_gradcam_loss(output, images, labels=labels, **kw).detach()),
+                               float(per_image[:2].mean()), rtol=1e-5)
+    # the hinge: relu(margin * mean normal error - anomaly error), averaged over the anomalies
+    margin = 50.0  # far above any anomaly's error: both anomalies pull
+    expected = per_image[:2].mean() + 0.5 * (margin * errors[:2].mean() - errors[2:]).mean()
+    got = vae_gradcam_loss(output, images, labels=labels, anomaly_weight=0.5, anomaly_margin=margin, **kw)
+    np.testing.assert_allclose(float(got.detach()), float(expected), rtol=1e-5)
+    # an anomaly past the margin pulls no more: the loss is bounded below by the normal terms
+    low = vae_gradcam_loss(output, images, labels=labels, anomaly_weight=0.5, anomaly_margin=1.0 + 1e-6, **kw).detach()
+    assert float(low) >= float(per_image[:2].mean()) - 1e-6
+    # the hinge's gradient reaches the network only through the anomalies' reconstructions
+    (grad,) = torch.autograd.grad(got, output.reconstruction)
+    assert grad[2:].abs().sum() > 0 and torch.allclose(
+        grad[:2], torch.autograd.grad(vae_gradcam_loss(output, images, labels=labels, **kw), output.reconstruction)[0][:2])
+
+
 @pytest.mark.parametrize("params, match", [
+    ({"anomaly_share": 0.25}, "needs anomaly_weight"),
+    ({"anomaly_weight": 1.0, "anomaly_share": 1.0}, "anomaly_share=1.0"),
+    ({"anomaly_weight": -1.0}, "anomaly_weight=-1.0"),
+    ({"anomaly_weight": 1.0, "anomaly_margin": 1.0}, "anomaly_margin=1.0"),
     ({"anomaly_map": "both"}, "anomaly_map"),
     ({"backbone": "resnet18"}, "own VAE encoder"),
-    ({"synthetic": "cutpaste"}, "normal images only"),
+    ({"synthetic": "cutpaste"}, "never on synthetic"),
     ({"barrier_t": 0.0}, "barrier_t"),
     ({"latent": 0}, "latent"),
 ])
@@ -110,3 +140,22 @@ def test_residual_map_is_full_resolution_and_peaks_on_the_defect(sets):
     attention_scores = detector.score(test)
     np.testing.assert_allclose(attention_scores.image, scores.image, rtol=1e-5)
     assert attention_scores.maps.min() >= 0 and attention_scores.maps.max() <= 1  # sigmoid attention
+
+
+def test_anomaly_weight_trains_on_the_labelled_anomalies(sets):
+    normal, val, test = sets
+    anomalous = ImageDataset([r.with_split("train") for r in test.records if r.is_anomalous][:4], SPEC)
+    unsupervised = create("vae_gradcam", device="cpu", quiet=True, **FAST)
+    # without the weight, labelled anomalies are ignored: the same network as a fit without them
+    ignored = unsupervised.fit(normal, anomalous, val=val).score(test, maps=False).image
+    alone = create("vae_gradcam", device="cpu", quiet=True, **FAST).fit(normal, val=val).score(test, maps=False).image
+    np.testing.assert_allclose(ignored, alone, rtol=1e-5)
+    pushed = create("vae_gradcam", device="cpu", quiet=True, anomaly_weight=10.0, anomaly_margin=4.0, **FAST)
+    pushed.fit(normal, anomalous, val=val)
+
+    def anomaly_to_normal(detector):
+        trained_on = detector.score(anomalous, maps=False).image.mean()
+        return trained_on / detector.score(normal, maps=False).image.mean()
+
+    # the hinge raises the trained-on anomalies' error against the normal images'
+    assert anomaly_to_normal(pushed) > 1.5 * anomaly_to_normal(unsupervised)  # 5.0 vs 2.4 when written

@@ -11,10 +11,12 @@ images to cover the whole image (equation 6, weight λ); at inference defects dr
 
 Image score: the reconstruction error (mean squared error of the image). Anomaly map: the attention
 (`anomaly_map="attention"`, the paper's) or the per-pixel squared residual, lightly smoothed
-(`"residual"`, full resolution: thin cracks stay thin). Labelled anomalies are not used for training
-(the method is unsupervised); they and the validation set only serve model selection and thresholds,
-which `evaluation/` chooses on val: the paper's mean + k·std of validation-normal errors is the
-`mean_std` rule.
+(`"residual"`, full resolution: thin cracks stay thin). By default labelled anomalies are not used for
+training (the paper's method is unsupervised); they and the validation set only serve model selection
+and thresholds, which `evaluation/` chooses on val: the paper's mean + k·std of validation-normal errors
+is the `mean_std` rule. `anomaly_weight > 0` (our extension, not the paper's) also trains on the
+labelled anomalies, with a bounded hinge that pushes their reconstruction error up to `anomaly_margin`
+times the batch's normal error: the VAE learns not to reconstruct what a known defect looks like.
 """
 
 from __future__ import annotations
@@ -72,8 +74,12 @@ class VAEGradCAMConfig(TrainingConfig):
     anomaly_map: "attention" (Grad-CAM of z_μ, the paper's map) or "residual" (squared reconstruction
         error per pixel, at full resolution).
     residual_sigma: Gaussian smoothing (pixels) of the residual map; 0 leaves it raw.
+    anomaly_weight: weight of the labelled-anomaly hinge (0: unsupervised, the paper's; labelled
+        anomalies are then left out of training).
+    anomaly_margin: the hinge's target, a multiple (> 1) of the batch's mean normal reconstruction error.
+    anomaly_share: share of each batch given to labelled anomalies when anomaly_weight > 0 (0.25 when unset).
     The backbone options do not apply (the VAE builds its own encoder); backbone must stay "cnn".
-    Training uses the normal images only: synthetic and anomaly_share are fixed at "none" and 0.
+    synthetic is fixed at "none": a VAE taught to fail on cut-paste patches would fail on any novelty.
     """
 
     detector_name: ClassVar[str] = "vae_gradcam"
@@ -87,8 +93,10 @@ class VAEGradCAMConfig(TrainingConfig):
     barrier_t: float = 20.0
     anomaly_map: str = "attention"
     residual_sigma: float = 2.0
+    anomaly_weight: float = 0.0
+    anomaly_margin: float = 2.0
     synthetic: str = "none"
-    anomaly_share: float | None = 0.0
+    anomaly_share: float | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -102,8 +110,24 @@ class VAEGradCAMConfig(TrainingConfig):
             raise ConfigError(f"{name}: beta, barrier_weight and residual_sigma must be >= 0 and barrier_t > 0.")
         if self.anomaly_map not in ANOMALY_MAPS:
             raise ConfigError(f"{name}: anomaly_map={self.anomaly_map!r}; use one of {', '.join(ANOMALY_MAPS)}.")
-        if self.synthetic != "none" or self.anomaly_share:
-            raise ConfigError(f"{name}: trains on normal images only; leave synthetic and anomaly_share unset.")
+        if self.synthetic != "none":
+            raise ConfigError(f"{name}: trains on normal images (and labelled ones with anomaly_weight > 0), "
+                              "never on synthetic defects; leave synthetic unset.")
+        if self.anomaly_weight < 0 or self.anomaly_margin <= 1:
+            raise ConfigError(f"{name}: anomaly_weight={self.anomaly_weight} must be >= 0 and "
+                              f"anomaly_margin={self.anomaly_margin} > 1.")
+        if self.anomaly_share and not self.anomaly_weight:  # 0 is what configs saved before the option hold
+            raise ConfigError(f"{name}: anomaly_share={self.anomaly_share} needs anomaly_weight > 0 (without it "
+                              "labelled anomalies are not trained on).")
+        if self.anomaly_weight and self.anomaly_share is not None and not 0 < self.anomaly_share < 1:
+            raise ConfigError(f"{name}: anomaly_share={self.anomaly_share} must be in (0, 1).")
+
+    @property
+    def batch_anomaly_share(self) -> float:
+        """The share of each batch that labelled anomalies take (0 when they are not trained on)."""
+        if not self.anomaly_weight:
+            return 0.0
+        return 0.25 if self.anomaly_share is None else self.anomaly_share
 
 
 class VAEOutput(NamedTuple):
@@ -162,15 +186,31 @@ def attention(output: VAEOutput, *, create_graph: bool) -> torch.Tensor:
 
 
 def vae_gradcam_loss(output: VAEOutput, images: torch.Tensor, *, beta: float, barrier_weight: float,
-                     t: float) -> torch.Tensor:
-    """Equation 6 averaged over the batch: reconstruction (per-pixel mean squared error) + β·KL +
-    λ·psi_t(1 - mean(a)); the attention term is left out (not computed) when λ = 0."""
+                     t: float, labels: torch.Tensor | None = None, anomaly_weight: float = 0.0,
+                     anomaly_margin: float = 2.0) -> torch.Tensor:
+    """Equation 6 averaged over the normal images of the batch (all of them when `labels` is None):
+    reconstruction (per-pixel mean squared error) + β·KL + λ·psi_t(1 - mean(a)); the attention term is
+    left out (not computed) when λ = 0.
+
+    Labelled anomalies (labels 1) add anomaly_weight · mean(relu(anomaly_margin · r̄ - r_a)), r_a their
+    reconstruction errors and r̄ the batch's mean normal error, held fixed. The hinge is bounded: once an
+    anomaly's error reaches the margin it pulls no more, so it cannot run away the way an unbounded
+    "maximise the anomaly's error" term would (and it needs normal images in the batch to measure r̄).
+    """
     reconstruction = (output.reconstruction - images).pow(2).flatten(1).mean(dim=1)
     loss = reconstruction + beta * kl_divergence(output.mu, output.logvar)
     if barrier_weight:
         coverage = 1.0 - attention(output, create_graph=True).flatten(1).mean(dim=1)
         loss = loss + barrier_weight * log_barrier(coverage, t)
-    return loss.mean()
+    if labels is None:
+        return loss.mean()
+    anomalous = labels > 0.5
+    normal = ~anomalous
+    total = loss[normal].mean() if normal.any() else loss.sum() * 0.0
+    if anomaly_weight and anomalous.any() and normal.any():
+        target = anomaly_margin * reconstruction[normal].mean().detach()
+        total = total + anomaly_weight * F.relu(target - reconstruction[anomalous]).mean()
+    return total
 
 
 def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -202,13 +242,16 @@ class VAEGradCAM(TrainedDetector):
         self._start_fit(normal, anomalous, val)
 
         def loss_fn(model, batch):
-            images, _ = batch
+            images, labels = batch
             return vae_gradcam_loss(model(images), images, beta=cfg.beta, barrier_weight=cfg.barrier_weight,
-                                    t=cfg.barrier_t)
+                                    t=cfg.barrier_t, labels=labels, anomaly_weight=cfg.anomaly_weight,
+                                    anomaly_margin=cfg.anomaly_margin)
 
-        # Normal images only: labelled anomalies are left out of training (unsupervised method).
-        self._fit_network(loss_fn, normal, None, val, description=f"vae_gradcam (latent {cfg.latent})",
-                          on_validation=on_validation)
+        # Without anomaly_weight labelled anomalies are left out of training (the paper's unsupervised method).
+        share = cfg.batch_anomaly_share
+        self._fit_network(loss_fn, normal, anomalous if share else None, val,
+                          description=f"vae_gradcam (latent {cfg.latent})", on_validation=on_validation,
+                          anomaly_share=share)
         return self
 
     def _image_scores(self, batch: torch.Tensor) -> torch.Tensor:
