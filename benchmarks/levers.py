@@ -6,6 +6,8 @@ Adam + cosine, flips, lr 1e-3, batch 32) and change one lever per row:
 
     resolution      image_size 224 / 300, resize pad (needs the sets at full size: CPU here, not the
                     128-px device pack)
+    tiles           FCDD at 256 px (about Magnetic Tile's native size) scored by the whole map's mean,
+                    and by its best 128-px window (`tile`, labelled anomalies train on theirs); full size too
     augment         none, flips (today), +rot90, +affine, +color, +cutout, all
     capacity        width 16 / 32 / 64, depth 3 convs per stage, group norm, batch-norm momentum 0.01,
                     timm resnet18 from scratch, with stochastic depth 0.1, with group norm
@@ -56,6 +58,7 @@ BEST_LOSS = {"magnetic_tile": "asymmetric", "elpv": "ce"}  # side_by_side.py's v
 RUN_KEYS = ("image_size", "resize")  # RunConfig fields; every other key is a detector option
 LEVERS: dict[str, list[dict]] = {
     "resolution": [{"image_size": 224}, {"image_size": 300}, {"resize": "pad"}],
+    "tiles": [{"image_size": 256}, {"image_size": 256, "tile": 128}],
     "augment": [{"augment": v} for v in ("none", "flips+rot90", "flips+affine", "flips+color", "flips+cutout", "all")],
     "capacity": [{"width": 16}, {"width": 32}, {"width": 64}, {"depth": 3}, {"norm": "group"}, {"bn_momentum": 0.01},
                  {"backbone": "resnet18"}, {"backbone": "resnet18", "drop_path": 0.1},
@@ -66,7 +69,9 @@ LEVERS: dict[str, list[dict]] = {
     "early_stopping": [{"epochs": 50, "eval_every": 2}, {"epochs": 50, "eval_every": 2, "patience": 3},
                        {"epochs": 50, "eval_every": 2, "patience": 6}],
 }
-RECIPE_LEVERS = ("resolution", "augment", "capacity", "budget", "tta")  # early stopping is reported, not combined
+RECIPE_LEVERS = ("resolution", "tiles", "augment", "capacity", "budget", "tta")  # early stopping is reported, not combined
+FULL_SIZE_LEVERS = ("resolution", "tiles")  # need the sets at full size: not in the 128-px device pack
+DETECTOR_ONLY = {"tile": "fcdd"}  # options that one detector has: its variants are skipped for the others
 ENSEMBLE_SIZE = 3  # the recipe table's "+ ensemble" rows: members seeds s, s + 1, s + 2
 TARGETS = {("magnetic_tile", 80): 0.95, ("magnetic_tile", 40): 0.92, ("elpv", 80): 0.87, ("elpv", 40): 0.85}
 
@@ -158,7 +163,8 @@ def lever_jobs(args) -> list[dict]:
     for dataset in args.datasets:
         for detector in args.detectors:
             variants = [("baseline", {})] + [(lever, o) for lever in args.levers for o in LEVERS[lever]
-                                             if args.variants is None or label(o) in args.variants]
+                                             if (args.variants is None or label(o) in args.variants)
+                                             and all(DETECTOR_ONLY.get(key, detector) == detector for key in o)]
             for seed in args.seeds:  # seed-major: a cut-off run has whole levers at seed 0 first
                 for lever, overrides in variants:
                     jobs.append({"stage": "levers", "lever": lever, "dataset": dataset, "detector": detector,
@@ -209,7 +215,7 @@ def recipe_for(rows: list[dict], dataset: str, detector: str, k: int, *, resolut
     found = groups(rows, "levers")
     recipe: dict = {}
     for lever in RECIPE_LEVERS:
-        if lever == "resolution" and not resolution:
+        if lever in FULL_SIZE_LEVERS and not resolution:
             continue
         best, best_gain = {}, 0.0
         for machine in ("cpu", "gpu"):
@@ -299,7 +305,7 @@ def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
 
 def not_run_lines(rows: list[dict], args) -> list[str]:
     """Which (set, detector) lever tables have fewer rows than all levers x 3 seeds on any machine."""
-    wanted = (1 + sum(len(v) for k, v in LEVERS.items() if k != "resolution")) * 3
+    wanted = (1 + sum(len(v) for k, v in LEVERS.items() if k not in FULL_SIZE_LEVERS)) * 3
     missing = []
     for dataset in args.datasets:
         for detector in args.detectors:
@@ -307,7 +313,7 @@ def not_run_lines(rows: list[dict], args) -> list[str]:
                             and r["detector"] == detector and r["where"] == m) for m in ("cpu", "gpu")))
             if have < wanted:
                 missing.append(f"{dataset} {detector} ({have} of {wanted} rows)")
-    return ["Not complete yet (levers other than resolution, 3 seeds): " + "; ".join(missing) +
+    return ["Not complete yet (levers other than the full-size ones, 3 seeds): " + "; ".join(missing) +
             ". `bash benchmarks/on_device.sh levers` continues them."] if missing else []
 
 
@@ -345,7 +351,8 @@ def render(rows: list[dict], args, command: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", nargs="+", default=["levers"], choices=["levers", "recipe", "splits"])
-    parser.add_argument("--levers", nargs="+", default=[lv for lv in LEVERS if lv != "resolution"], choices=list(LEVERS))
+    parser.add_argument("--levers", nargs="+", default=[lv for lv in LEVERS if lv not in FULL_SIZE_LEVERS],
+                        choices=list(LEVERS))
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--variants", nargs="+", metavar="LABEL",
