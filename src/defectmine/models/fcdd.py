@@ -90,10 +90,10 @@ class FCDD(TrainedDetector):
     def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
                  on_validation=None):
         cfg = self.config
-        self._start_fit(normal, anomalous, val)
         if cfg.tile is not None and cfg.tile > min(normal.spec.size):
             raise ConfigError(f"fcdd: tile={cfg.tile} px is larger than the {normal.spec.size[0]}x{normal.spec.size[1]} "
                               "images; use a smaller tile or a larger --image-size.")
+        self._start_fit(normal, anomalous, val)
 
         def loss_fn(model, batch):
             images, labels = batch
