@@ -19,7 +19,7 @@
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
 #   levers     levers.py (issue 18): FCDD's lever rows, recipe and split-seed rows first, then LIAC's and the
-#              classifier's (K = 80, 3 seeds, all levers but resolution: the device pack is 128 px; recipe
+#              classifier's (K = 80, 3 seeds, all levers but resolution and tiles: the device pack is 128 px; recipe
 #              rows at seeds 0-4 for the ensemble=3 rows); between
 #              them the damage-mining sweep on magnetic_tile_seg_s0 (273 training defects: ratios up to 1/2.44)
 #              with FCDD's Magnetic Tile recipe (levers.py --print-recipe); with
