@@ -7,7 +7,8 @@ Adam + cosine, flips, lr 1e-3, batch 32) and change one lever per row:
     resolution      image_size 224 / 300, resize pad (needs the sets at full size: CPU here, not the
                     128-px device pack)
     tiles           FCDD at 256 px (about Magnetic Tile's native size) scored by the whole map's mean,
-                    and by its best 128-px window (`tile`, labelled anomalies train on theirs); full size too
+                    and by its best 128-px window (`tile`: every image trains on its best window; with
+                    tile_normals=map normal images train on the whole map); full size too
     augment         none, flips (today), +rot90, +affine, +color, +cutout, all
     capacity        width 16 / 32 / 64, depth 3 convs per stage, group norm, batch-norm momentum 0.01,
                     timm resnet18 from scratch, with stochastic depth 0.1, with group norm
@@ -58,7 +59,7 @@ BEST_LOSS = {"magnetic_tile": "asymmetric", "elpv": "ce"}  # side_by_side.py's v
 RUN_KEYS = ("image_size", "resize")  # RunConfig fields; every other key is a detector option
 LEVERS: dict[str, list[dict]] = {
     "resolution": [{"image_size": 224}, {"image_size": 300}, {"resize": "pad"}],
-    "tiles": [{"image_size": 256}, {"image_size": 256, "tile": 128}],
+    "tiles": [{"image_size": 256}, {"image_size": 256, "tile": 128}, {"image_size": 256, "tile": 128, "tile_normals": "map"}],
     "augment": [{"augment": v} for v in ("none", "flips+rot90", "flips+affine", "flips+color", "flips+cutout", "all")],
     "capacity": [{"width": 16}, {"width": 32}, {"width": 64}, {"depth": 3}, {"norm": "group"}, {"bn_momentum": 0.01},
                  {"backbone": "resnet18"}, {"backbone": "resnet18", "drop_path": 0.1},
@@ -71,7 +72,7 @@ LEVERS: dict[str, list[dict]] = {
 }
 RECIPE_LEVERS = ("resolution", "tiles", "augment", "capacity", "budget", "tta")  # early stopping is reported, not combined
 FULL_SIZE_LEVERS = ("resolution", "tiles")  # need the sets at full size: not in the 128-px device pack
-DETECTOR_ONLY = {"tile": "fcdd"}  # options that one detector has: its variants are skipped for the others
+DETECTOR_ONLY = {"tile": "fcdd", "tile_normals": "fcdd"}  # options that one detector has: its variants are skipped for the others
 ENSEMBLE_SIZE = 3  # the recipe table's "+ ensemble" rows: members seeds s, s + 1, s + 2
 TARGETS = {("magnetic_tile", 80): 0.95, ("magnetic_tile", 40): 0.92, ("elpv", 80): 0.87, ("elpv", 40): 0.85}
 

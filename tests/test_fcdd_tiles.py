@@ -1,5 +1,5 @@
-"""FCDD's `tile` option: an image scores by its most anomalous window, and labelled anomalies train on
-theirs (multiple-instance); the whole-map mean stays the default."""
+"""FCDD's `tile` option: an image scores by its most anomalous window and trains on it (multiple-
+instance; normal images on the whole map with tile_normals="map"); the whole-map mean stays the default."""
 
 import numpy as np
 import pytest
@@ -36,12 +36,15 @@ def test_anomalous_scores_replace_the_mean_in_the_anomalous_term_only():
     # normal: mean H = 0.5 either way; anomalous: -log(1 - exp(-s)), s = 0.5 vs the window's 2.0
     assert float(plain) == pytest.approx((0.5 - np.log(1 - np.exp(-0.5))) / 2)
     assert float(tiled) == pytest.approx((0.5 - np.log(1 - np.exp(-2.0))) / 2)
+    both = fcdd_loss(heat, labels, anomalous_scores=windows, normal_scores=windows)
+    assert float(both) == pytest.approx((3.0 - np.log(1 - np.exp(-2.0))) / 2)  # the normal image pays its window
 
 
-@pytest.mark.parametrize("tile", [0, -8, 2.5, "big", True])
-def test_bad_tiles_are_named(tile):
-    with pytest.raises(ConfigError, match="tile="):
-        create("fcdd", tile=tile)
+@pytest.mark.parametrize("params", [{"tile": 0}, {"tile": -8}, {"tile": 2.5}, {"tile": "big"}, {"tile": True},
+                                    {"tile": 8, "tile_normals": "mean"}])
+def test_bad_tiles_are_named(params):
+    with pytest.raises(ConfigError, match="tile"):
+        create("fcdd", **params)
 
 
 def test_a_tile_larger_than_the_images_is_refused_before_training(tiny_training_sets):
@@ -66,23 +69,26 @@ def test_a_tiled_fcdd_scores_its_best_window_and_survives_save_and_load(tiny_tra
     np.testing.assert_allclose(loaded.score(pixels).image, scores.image, rtol=1e-5)
 
 
-def test_labelled_anomalies_train_on_their_highest_window(monkeypatch, tiny_training_sets):
+def test_images_train_on_their_highest_window(monkeypatch, tiny_training_sets):
     import defectmine.models.fcdd as fcdd
 
     seen = []
     real = fcdd.fcdd_loss
 
-    def spy(heat, labels, eps=1e-9, *, anomalous_scores=None):
-        seen.append(anomalous_scores)
-        return real(heat, labels, eps, anomalous_scores=anomalous_scores)
+    def spy(heat, labels, eps=1e-9, **scores):
+        seen.append(scores)
+        return real(heat, labels, eps, **scores)
 
     monkeypatch.setattr(fcdd, "fcdd_loss", spy)
     normal, anomalous = tiny_training_sets
     create("fcdd", tile=8, **FAST).fit(normal, anomalous)
-    assert seen and all(s is not None for s in seen)
+    assert seen and all(s["anomalous_scores"] is s["normal_scores"] is not None for s in seen)
+    seen.clear()
+    create("fcdd", tile=8, tile_normals="map", **FAST).fit(normal, anomalous)
+    assert seen and all(s["anomalous_scores"] is not None and s["normal_scores"] is None for s in seen)
     seen.clear()
     create("fcdd", **FAST).fit(normal, anomalous)
-    assert seen and all(s is None for s in seen)  # untiled: the paper's loss, unchanged
+    assert seen and all(not s for s in seen)  # untiled: the paper's loss, unchanged
 
 
 def test_a_tiled_fcdd_exports_with_its_window_scores(tmp_path):

@@ -25,19 +25,21 @@ def pseudo_huber(a: torch.Tensor) -> torch.Tensor:
 
 
 def fcdd_loss(heat: torch.Tensor, labels: torch.Tensor, eps: float = 1e-9, *,
-              anomalous_scores: torch.Tensor | None = None) -> torch.Tensor:
+              anomalous_scores: torch.Tensor | None = None, normal_scores: torch.Tensor | None = None) -> torch.Tensor:
     """Deeper-FCDD loss (equation 3) on pseudo-Huber maps `heat` (N, u, v) and labels (N,) in {0, 1}.
 
-    Normal images pay the mean of H over the map; anomalous ones pay -log(1 - exp(-s)), s the mean of
-    H, or `anomalous_scores` (N,) where given (a tiled FCDD's highest window mean: a small defect fills
-    one window, not the whole map). With no anomalous images in the batch it is the one-class loss.
+    Normal images pay s, anomalous ones -log(1 - exp(-s)); s is the mean of H over the map, or, where
+    given, `normal_scores` / `anomalous_scores` (N,) for that class (a tiled FCDD's highest window
+    mean: a small defect fills one window, not the whole map). With no anomalous images in the batch
+    it is the one-class loss.
     """
     mean_heat = heat.flatten(1).mean(dim=1)
     labels = labels.to(mean_heat.dtype)
     s = mean_heat if anomalous_scores is None else anomalous_scores
     # -log(1 - exp(-s)) == -log(-expm1(-s)); the clamp keeps s = 0 from giving inf.
     anomalous_term = -torch.log(-torch.expm1(-s.clamp_min(eps)))
-    return ((1 - labels) * mean_heat + labels * anomalous_term).mean()
+    normal_term = mean_heat if normal_scores is None else normal_scores
+    return ((1 - labels) * normal_term + labels * anomalous_term).mean()
 
 
 # -- image classification losses ----------------------------------------------------------------
