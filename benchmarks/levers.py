@@ -72,7 +72,6 @@ LEVERS: dict[str, list[dict]] = {
 }
 RECIPE_LEVERS = ("resolution", "tiles", "augment", "capacity", "budget", "tta")  # early stopping is reported, not combined
 FULL_SIZE_LEVERS = ("resolution", "tiles")  # need the sets at full size: not in the 128-px device pack
-DETECTOR_ONLY = {"tile": "fcdd", "tile_normals": "fcdd"}  # options that one detector has: its variants are skipped for the others
 ENSEMBLE_SIZE = 3  # the recipe table's "+ ensemble" rows: members seeds s, s + 1, s + 2
 TARGETS = {("magnetic_tile", 80): 0.95, ("magnetic_tile", 40): 0.92, ("elpv", 80): 0.87, ("elpv", 40): 0.85}
 
@@ -159,13 +158,24 @@ def fit(job: dict, n_jobs: int) -> dict | None:
     return row
 
 
+def takes(detector: str, overrides: dict) -> bool:
+    """Whether `detector`'s config has every option of a variant (FCDD's `tile` is its own): the
+    variants it lacks are skipped rather than failed."""
+    import dataclasses
+
+    from defectmine.models.registry import DETECTORS as REGISTRY
+
+    fields = {f.name for f in dataclasses.fields(REGISTRY[detector].Config)}
+    return all(key in RUN_KEYS or key in fields for key in overrides)
+
+
 def lever_jobs(args) -> list[dict]:
     jobs = []
     for dataset in args.datasets:
         for detector in args.detectors:
             variants = [("baseline", {})] + [(lever, o) for lever in args.levers for o in LEVERS[lever]
                                              if (args.variants is None or label(o) in args.variants)
-                                             and all(DETECTOR_ONLY.get(key, detector) == detector for key in o)]
+                                             and takes(detector, o)]
             for seed in args.seeds:  # seed-major: a cut-off run has whole levers at seed 0 first
                 for lever, overrides in variants:
                     jobs.append({"stage": "levers", "lever": lever, "dataset": dataset, "detector": detector,
