@@ -99,7 +99,7 @@ def max_f1_threshold(labels: Any, scores: Any) -> Threshold:
     best = int(np.argmax(f1))  # thresholds ascend, so the first maximum is the lowest threshold
     return Threshold(
         rule="max_f1",
-        value=_below(thresholds[best], s),
+        value=_midpoint_below(thresholds[best], s),
         params={
             "f1": float(f1[best]),
             "precision": float(precision[best]),
@@ -108,7 +108,7 @@ def max_f1_threshold(labels: Any, scores: Any) -> Threshold:
     )
 
 
-def _below(score: float, scores: np.ndarray) -> float:
+def _midpoint_below(score: float, scores: np.ndarray) -> float:
     """The midpoint between `score` and the highest of `scores` below it (`score` itself when none is
     below, or when the two are adjacent floats and no value lies strictly between them)."""
     lower = scores[scores < score]
