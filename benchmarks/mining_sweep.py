@@ -151,30 +151,42 @@ def _slug(data: str) -> str:
 
 
 def run_pieces(args, seeds: list[int]) -> None:
-    """--jobs: each (dataset, seed) sweeps in its own subprocess, up to --jobs at a time, into
-    runs/bench/mining-<dataset>/seed<S>/; their rows are then merged into the dataset's sweep folder."""
+    """--jobs: each (dataset, seed, point) sweeps in its own subprocess, up to --jobs at a time, into
+    runs/bench/mining-<dataset>/seed<S>-<point>/; their rows are then merged into the dataset's sweep
+    folder. One point per piece, not one seed: a seed's points would otherwise fit one after another,
+    and a GPU box with many cores would sit on 3 pieces (the seeds) for the length of the sweep. Every
+    point's labelled anomalies depend on that point and seed alone (`training_anomalies`), and pieces
+    share no files, so the rows are the ones a single sweep makes."""
     from defectmine.pipeline import merge_sweep_rows
 
     options = ["--epochs", str(args.epochs), "--params", json.dumps(args.params), "--image-size", str(args.image_size), "--tolerance", str(args.tolerance),
-               "--device", args.device, *(["--ratios", args.ratios] if args.ratios else ["--ks", args.ks])]
-    pieces = [(data, seed) for data in args.datasets for seed in seeds]
+               "--device", args.device]
+    points = (args.ratios or args.ks).split(",")
+    pieces = [(data, seed, point) for data in args.datasets for seed in seeds for point in points]
     if not args.resume:  # as without --jobs: start afresh
         for data in args.datasets:
             shutil.rmtree(_out_dir(data), ignore_errors=True)
 
-    def piece(job: tuple[str, int]) -> None:
-        data, seed = job
+    def piece(job: tuple[str, int, str]) -> None:
+        data, seed, point = job
         started = time.time()
-        proc = subprocess.run([sys.executable, __file__, "--piece", data, str(seed), *options], capture_output=True,
-                              text=True, env=subprocess_env(args.jobs))
+        proc = subprocess.run([sys.executable, __file__, "--piece", data, str(seed), *options,
+                               "--ratios" if args.ratios else "--ks", point],
+                              capture_output=True, text=True, env=subprocess_env(args.jobs))
         if proc.returncode:
-            sys.exit(f"{data} seed {seed} failed:\n{proc.stderr[-3000:]}")
-        print(f"{data} seed {seed}: swept ({time.time() - started:.0f} s)", flush=True)
+            sys.exit(f"{data} seed {seed} point {point} failed:\n{proc.stderr[-3000:]}")
+        print(f"{data} seed {seed} point {point}: fitted ({time.time() - started:.0f} s)", flush=True)
 
     run_in_parallel(piece, pieces, args.jobs)
     for data in args.datasets:
         out = _out_dir(data)
-        merge_sweep_rows([out / f"seed{seed}" for seed in seeds], out)  # a piece without rows is skipped
+        # the per-seed folders of earlier runs too (a piece without rows is skipped)
+        parts = [out / f"seed{seed}" for seed in seeds] + [_piece_dir(data, seed, point) for _, seed, point in pieces]
+        merge_sweep_rows(parts, out)
+
+
+def _piece_dir(data: str, seed: int, point: str) -> Path:
+    return _out_dir(data) / f"seed{seed}-{_slug(point)}"
 
 
 def restore_rows(data: str) -> None:
@@ -227,7 +239,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="Keep finished fits of an interrupted run.")
     parser.add_argument("--jobs", type=int, default=1,
                         help="Sweep every (dataset, seed) in its own subprocess, this many side by side (a GPU box).")
-    parser.add_argument("--piece", nargs=2, metavar=("DATASET", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--piece", nargs=2, metavar=("DATASET", "SEED"), help=argparse.SUPPRESS)  # one point: --ratios/--ks
     parser.add_argument("--from-results", action="store_true",
                         help="Re-summarise the rows committed in benchmarks/results/mining/ (no fit; implies --resume).")
     parser.add_argument("--params", type=json.loads, default={},
@@ -252,7 +264,7 @@ def main() -> None:
 
     if args.piece:
         data, seed = args.piece[0], int(args.piece[1])
-        out = _out_dir(data) / f"seed{seed}"
+        out = _piece_dir(data, seed, args.ratios or args.ks)
         recording_machine(out, partial(run_sweep, base(data), ks=ks, ratios=ratios, seeds=[seed], out_dir=out,
                                        tolerance=args.tolerance, resume=True, quiet=True), resume=True)
         return

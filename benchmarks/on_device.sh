@@ -18,12 +18,12 @@
 #              40 epochs at 128 px) and
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
-#   levers     levers.py (issue 18): FCDD's lever rows, recipe and split-seed rows first, then LIAC's and the
-#              classifier's (K = 80, 3 seeds, all levers but resolution and tiles: the device pack is 128 px; recipe
-#              rows at seeds 0-4 for the ensemble=3 rows); between
-#              them the damage-mining sweep on magnetic_tile_seg_s0 (273 training defects: ratios up to 1/2.44)
-#              with FCDD's Magnetic Tile recipe (levers.py --print-recipe); with
-#              segmentation.py's Table 1 rows (the pixels stage's first step) on 4 of the cores beside them
+#   levers     levers.py (issue 18), three queues side by side (OMP_NUM_THREADS=1 each fit): FCDD's recipe at one
+#              seed per set (its GPU fit time), then FCDD's lever rows not yet kept (K = 80, 3 seeds, all levers
+#              but resolution and tiles: the device pack is 128 px); the damage-mining sweep on
+#              magnetic_tile_seg_s0 (273 training defects: ratios up to 1/2.44) with FCDD's Magnetic Tile recipe
+#              (levers.py --print-recipe), one (seed, ratio) per process on 8 cores; and LIAC's and the
+#              classifier's lever rows, the variants that moved FCDD first, then the rest, recipe and splits
 #   draem_peer zero_label.py's anomalib Draem peer at the GPU budget (40 epochs, both sets, 3 seeds), beside
 #              our draem's --budget gpu rows. Needs anomalib's wheels in .whl/ (anomalib_wheels.sh).
 #   synthesis  synthesis.py at the GPU size (128 px, 8000 diffusion steps, 3 seeds, 100 and 400 synthetic
@@ -94,17 +94,23 @@ pixels() {
     wait
   )
 }
+# The first LIAC and classifier variants: the levers that moved FCDD (flips' worth, colour, width, budget, TTA).
+OTHERS_FIRST="augment=none augment=flips+color width=16 epochs=50 tta=True"
 levers() {
   (
     export OMP_NUM_THREADS=1
     (
-      stage levers_fcdd benchmarks/levers.py --detectors fcdd --stages levers recipe splits --jobs 11 --no-write
-      stage mining_seg benchmarks/mining_sweep.py --datasets magnetic_tile_seg_s0 --seeds 0,1,2 --jobs 3 --resume \
-        --quiet --no-write --section mining-seg --ratios 273/666,1/4,1/8,1/16,1/32,1/64,1/128,unsupervised \
-        --params "$(python3 benchmarks/levers.py --print-recipe magnetic_tile fcdd)"
-      stage levers_others benchmarks/levers.py --detectors liac classifier --stages levers recipe splits --jobs 11 --no-write
+      stage recipe_gpu benchmarks/levers.py --detectors fcdd --stages recipe --recipe-seeds 0 --jobs 4 --no-write
+      stage levers_fcdd benchmarks/levers.py --detectors fcdd --stages levers --jobs 4 --no-write
     ) &
-    stage table1 $SEG --jobs 4 $TABLE1 &
+    stage mining_seg benchmarks/mining_sweep.py --datasets magnetic_tile_seg_s0 --seeds 0,1,2 --jobs 8 --resume \
+      --quiet --no-write --section mining-seg --ratios 273/666,1/4,1/8,1/16,1/32,1/64,1/128,unsupervised \
+      --params "$(python3 benchmarks/levers.py --print-recipe magnetic_tile fcdd)" &
+    (
+      stage levers_others_first benchmarks/levers.py --detectors liac classifier --datasets magnetic_tile \
+        --variants $OTHERS_FIRST --jobs 4 --no-write
+      stage levers_others benchmarks/levers.py --detectors liac classifier --stages levers recipe splits --jobs 4 --no-write
+    ) &
     wait
   )
 }
