@@ -186,7 +186,7 @@ def run_pieces(args, seeds: list[int]) -> None:
 
 
 def _piece_dir(data: str, seed: int, point: str) -> Path:
-    return _out_dir(data) / f"seed{seed}-{_slug(point)}"
+    return _out_dir(data) / f"seed{seed}-{point.replace('/', 'in')}"  # 1/4 -> seed0-1in4
 
 
 def restore_rows(data: str) -> None:

@@ -259,3 +259,33 @@ def test_levers_ensemble_windows_need_consecutive_seeds_and_use_the_librarys_com
     references = [r["val_scores"] for r in rows[1:4]]
     expected = ensemble.seed_ensemble_auroc(labels, [r["test_scores"] for r in rows[1:4]], references)
     assert windows[1][1] == pytest.approx(expected)
+
+
+def test_levers_recipe_needs_full_seeds_and_a_real_gain_for_a_costlier_variant():
+    import levers
+
+    def rows(label_, lever, values, where="gpu", first_seed=0):
+        overrides = {} if label_ == "baseline" else dict(kv.split("=") for kv in label_.split(","))
+        return [{"stage": "levers", "dataset": "d", "detector": "fcdd", "lever": lever, "label": label_,
+                 "overrides": overrides, "k": 80, "seed": s, "where": where, "val_auroc": v}
+                for s, v in enumerate(values, start=first_seed)]
+
+    kept = (rows("baseline", "baseline", [0.90, 0.90, 0.90]) + rows("epochs=50", "budget", [0.93, 0.93, 0.93])
+            + rows("epochs=100", "budget", [0.934, 0.934, 0.934])  # +0.004 over 50 epochs: a tie, costlier
+            + rows("tta=True", "tta", [0.99]))  # one seed of a cut-off run
+    assert levers.recipe_for(kept, "d", "fcdd", 80) == {"epochs": 50}
+
+    kept += rows("epochs=100", "budget", [0.94, 0.94, 0.94], where="cpu") + rows("baseline", "baseline", [0.90] * 3, "cpu")
+    assert levers.recipe_for(kept, "d", "fcdd", 80) == {"epochs": 100}  # +0.010 over 50 epochs: worth it
+    kept += rows("tta=True", "tta", [0.99, 0.99], first_seed=1)  # the cut-off run, resumed
+    assert levers.recipe_for(kept, "d", "fcdd", 80) == {"epochs": 100, "tta": True}
+
+
+def test_mining_sweep_pieces_keep_each_point_apart(tmp_path, monkeypatch):
+    import mining_sweep
+
+    monkeypatch.setattr(mining_sweep, "_out_dir", lambda data: tmp_path / f"mining-{data}")
+    folders = {mining_sweep._piece_dir("set", seed, point) for seed in (0, 1)
+               for point in ("273/666", "1/4", "1/64", "unsupervised")}
+    assert len(folders) == 8 and all(f.parent == tmp_path / "mining-set" for f in folders)
+    assert mining_sweep._piece_dir("set", 0, "1/4").name == "seed0-1in4"
