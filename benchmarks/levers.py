@@ -23,7 +23,10 @@ wins ties) and fits that recipe at K = 40 and 80 on the fixed split (training se
 splits` fits it on three more protocol splits (the library's seeded split, split seeds 1-3, training
 seed 0). The recipe table adds "recipe, ensemble=3": `-p ensemble=3 seed=s` for s = 0, 1, 2, computed
 from the kept scores of seeds s .. s + 2 with the library's own ensemble functions (no extra fit; the
-three ensembles share members, so their spread understates a fresh draw's).
+three ensembles share members, so their spread understates a fresh draw's). `--stages ssl` fits the
+recipe from our self-supervised weights at the recipe's capacity (the library's default method,
+SSL_EPOCHS epochs on the union of both sets' training images, as pretrain_benchmark.py pretrains,
+but at the recipe's width), paired by seed with the recipe from scratch at K = 80 and 40.
 
 Each fit runs in its own subprocess and keeps its row in benchmarks/results/levers/rows/ (an
 interrupted run continues; `--report` re-renders without fitting). Tables go between the levers and
@@ -74,6 +77,9 @@ RECIPE_LEVERS = ("resolution", "tiles", "augment", "capacity", "budget", "tta") 
 FULL_SIZE_LEVERS = ("resolution", "tiles")  # need the sets at full size: not in the 128-px device pack
 LEVER_SEEDS = 3  # a variant is chosen for the recipe only with this many seeds
 COSTLIER_MARGIN = 0.005  # val AUROC a later-listed (costlier) variant must add over the lever's best so far
+SSL_EPOCHS = 30  # pretraining epochs of the ssl stage (pretrain_benchmark.py's budget for the default method)
+SSL_WEIGHTS = "ours"  # backbone_weights of the ssl stage's rows: our weights at the recipe's width, per machine
+SSL_UNSUPPORTED = ("backbone", "depth", "norm")  # recipe options our pretraining does not build
 ENSEMBLE_SIZE = 3  # the recipe table's "+ ensemble" rows: members seeds s, s + 1, s + 2
 TARGETS = {("magnetic_tile", 80): 0.95, ("magnetic_tile", 40): 0.92, ("elpv", 80): 0.87, ("elpv", 40): 0.85}
 
@@ -113,6 +119,12 @@ def run_one(job: dict) -> dict:
     params = {**DETECTOR_PARAMS, **({"loss": BEST_LOSS[job["dataset"]]} if job["detector"] == "classifier" else {}),
               **({"acl": "intent"} if job["detector"] == "liac" else {}),
               **{k: v for k, v in overrides.items() if k not in RUN_KEYS}}
+    pretraining = None
+    if params.get("backbone_weights") == SSL_WEIGHTS:
+        params["backbone_weights"] = job["weights_file"]
+        info = json.loads((Path(job["weights_file"]).parent / "pretrain.json").read_text())
+        pretraining = {key: info.get(key) for key in ("method", "width", "epochs", "final_loss", "wall_seconds",
+                                                       "device", "source")}
     config = RunConfig(data=job["dataset"], detector=job["detector"], k=job["k"], seed=job["seed"], quiet=True,
                        detector_params=params, **run)
     records = None
@@ -131,12 +143,51 @@ def run_one(job: dict) -> dict:
         "best_epoch": metrics["training"]["best_epoch"], "stopped_epoch": metrics["training"]["stopped_epoch"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(detector.device), "threads": torch.get_num_threads(), "machine": machine_description(),
-        "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d"), **({"pretraining": pretraining} if pretraining else {}),
         # for the seed ensembles: scores (rounded) and labels of val and test
         "val_scores": np.round(outcome.val_scores.image.astype(float), 6).tolist(), "val_labels": data.val.labels.tolist(),
         "test_scores": np.round(outcome.test_scores.image.astype(float), 6).tolist(),
         "test_labels": data.test.labels.tolist(),
     }
+
+
+def ssl_weights(recipe: dict, image_size: int = IMAGE_SIZE, *, quiet: bool = True) -> str:
+    """Our self-supervised weights for `recipe`'s backbone (the small CNN at its width): the library's
+    default method, SSL_EPOCHS epochs on the union of both sets' training images (no val or test
+    image), pretrained once per width and size into runs/bench/ (a rerun continues or reuses them)."""
+    from pretrain_benchmark import pretraining_images
+
+    from defectmine.errors import ConfigError
+    from defectmine.pretrain import DEFAULT_METHOD, pretrain
+
+    unsupported = sorted(set(recipe) & set(SSL_UNSUPPORTED))
+    if unsupported:
+        raise ConfigError(f"levers.py --stages ssl: the recipe sets {', '.join(unsupported)}; our pretraining "
+                          "builds the small CNN at a width only. Fix: leave the ssl stage out for this recipe.")
+    width = recipe.get("width", DETECTOR_PARAMS["width"])
+    images = pretraining_images({"datasets": list(DATASETS), "limit": None, "image_size": image_size})
+    out = REPO / "runs" / "bench" / f"levers-ssl-{DEFAULT_METHOD}-w{width}-{image_size}px-{SSL_EPOCHS}ep"
+    result = pretrain(images, out_dir=out, method=DEFAULT_METHOD, width=width, stride=8, epochs=SSL_EPOCHS, seed=0,
+                      source="+".join(DATASETS), quiet=quiet)
+    return str(result.weights)
+
+
+def ssl_jobs(rows: list[dict], args) -> list[dict]:
+    """The recipe from scratch and from our weights, at K = 80 and 40 and seeds --seeds, per (set, detector)."""
+    jobs = []
+    for dataset in args.datasets:
+        for detector in args.detectors:
+            recipe = recipe_for(rows, dataset, detector, args.k, resolution=args.where == "cpu")
+            weights = ssl_weights({k: v for k, v in recipe.items() if k not in RUN_KEYS},
+                                  recipe.get("image_size", IMAGE_SIZE))
+            ours = {**recipe, "backbone_weights": SSL_WEIGHTS}
+            for k in (80, 40):
+                for seed in args.seeds:
+                    common = {"dataset": dataset, "detector": detector, "k": k, "seed": seed, "where": args.where}
+                    jobs += [{"stage": "recipe", "lever": "recipe", "label": label(recipe), "overrides": recipe, **common},
+                             {"stage": "ssl", "lever": "ssl", "label": label(ours), "overrides": ours,
+                              "weights_file": weights, **common}]
+    return jobs
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------
@@ -321,6 +372,31 @@ def recipe_table(rows: list[dict], args) -> tuple[list[str], dict]:
     return lines, summary
 
 
+def ssl_table(rows: list[dict]) -> list[str]:
+    """The recipe from our weights against the same recipe from scratch, paired by seed on one machine."""
+    scratch = {(r["dataset"], r["detector"], r["label"], r["k"], r["where"], r["seed"]): r for r in rows
+               if r.get("stage") == "recipe" and r.get("split_seed") is None}
+    lines = []
+    for (dataset, detector, _, name, k, _, machine), group in sorted(groups(rows, "ssl").items(), key=lambda i: str(i[0])):
+        plain = label({key: v for key, v in group[0]["overrides"].items() if key != "backbone_weights"})
+        pairs = [(scratch[dataset, detector, plain, k, machine, r["seed"]], r) for r in sorted(group, key=lambda r: r["seed"])
+                 if (dataset, detector, plain, k, machine, r["seed"]) in scratch]
+        if not pairs:
+            continue
+        info, deltas = group[0]["pretraining"], [b["auroc"] - a["auroc"] for a, b in pairs]
+        lines.append(f"| {dataset} | {detector} | {plain} | {k} | {machine.upper()} | {len(pairs)} | "
+                     f"{fmt([a['val_auroc'] for a, _ in pairs])} | {fmt([b['val_auroc'] for _, b in pairs])} | "
+                     f"{fmt([a['auroc'] for a, _ in pairs])} | {fmt([b['auroc'] for _, b in pairs])} | "
+                     f"{'+' if mean(deltas) > 0 else ''}{fmt(deltas)} | {info['method']}, width {info['width']}, "
+                     f"{info['epochs']} epochs, {info['wall_seconds']:.0f} s on {info['device']} |")
+    if not lines:
+        return []
+    return ["", "Recipe from our self-supervised weights (`--stages ssl`) against the recipe from scratch, paired by "
+            "training seed on the same machine; Δ = ours − scratch per seed.", "",
+            "| set | detector | recipe | K | machine | paired seeds | val scratch | val ours | test scratch | test ours "
+            "| Δ test | pretraining |", "|---|---|---|---|---|---|---|---|---|---|---|---|", *lines]
+
+
 def not_run_lines(rows: list[dict], args) -> list[str]:
     """Which (set, detector) lever tables have fewer rows than all levers x 3 seeds on any machine."""
     wanted = (1 + sum(len(v) for k, v in LEVERS.items() if k not in FULL_SIZE_LEVERS)) * 3
@@ -345,6 +421,7 @@ def render(rows: list[dict], args, command: str) -> None:
             "(upper bounds). Ensemble: mean of the seeds' val-standardised scores (costs the seeds' fits).", ""]
     text = "\n".join(head + lever_tables(rows, args) + not_run_lines(rows, args))
     recipe_lines, summary = recipe_table(rows, args)
+    recipe_lines += ssl_table(rows)
     if not any(r.get("stage") == "recipe" for r in rows):
         recipe_lines.append("\nNo recipe rows yet: `python benchmarks/levers.py --stages recipe splits` (on a GPU "
                             "box: `bash benchmarks/on_device.sh levers`, which fits them after FCDD's lever rows).")
@@ -368,7 +445,7 @@ def render(rows: list[dict], args, command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", nargs="+", default=["levers"], choices=["levers", "recipe", "splits"])
+    parser.add_argument("--stages", nargs="+", default=["levers"], choices=["levers", "recipe", "splits", "ssl"])
     parser.add_argument("--levers", nargs="+", default=[lv for lv in LEVERS if lv not in FULL_SIZE_LEVERS],
                         choices=list(LEVERS))
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
@@ -422,6 +499,8 @@ def main() -> None:
                 else:
                     jobs += [{**base, "k": k, "seed": 0, "split_seed": s} for k in (80, 40) for s in args.split_seeds]
         fit_all(jobs)
+    if "ssl" in args.stages:
+        fit_all(ssl_jobs(load_rows(args), args))
     rows = load_rows(args)
     render(rows, args, ("python benchmarks/levers.py " + " ".join(sys.argv[1:])).strip())
 

@@ -18,12 +18,14 @@
 #              40 epochs at 128 px) and
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
-#   levers     levers.py (issue 18), three queues side by side (OMP_NUM_THREADS=1 each fit): FCDD's recipe at one
-#              seed per set (its GPU fit time), then FCDD's lever rows not yet kept (K = 80, 3 seeds, all levers
-#              but resolution and tiles: the device pack is 128 px); the damage-mining sweep on
-#              magnetic_tile_seg_s0 (273 training defects: ratios up to 1/2.44) with FCDD's Magnetic Tile recipe
-#              (levers.py --print-recipe), one (seed, ratio) per process on 8 cores; and LIAC's and the
+#   levers     levers.py (issue 18), two queues side by side (OMP_NUM_THREADS=1 each fit): FCDD's recipe at one
+#              seed per set (its GPU fit time), the recipe from our self-supervised weights at the recipe's
+#              width against scratch (--stages ssl: pretrains first), then FCDD's lever rows not yet kept (K = 80,
+#              3 seeds, all levers but resolution and tiles: the device pack is 128 px); and LIAC's and the
 #              classifier's lever rows, the variants that moved FCDD first, then the rest, recipe and splits
+#   mining_seg the damage-mining sweep on magnetic_tile_seg_s0 (273 training defects: ratios up to 1/2.44) with
+#              FCDD's Magnetic Tile recipe (levers.py --print-recipe), one (seed, ratio) per process (done
+#              2026-11-26: a rerun only re-summarises)
 #   draem_peer zero_label.py's anomalib Draem peer at the GPU budget (40 epochs, both sets, 3 seeds), beside
 #              our draem's --budget gpu rows. Needs anomalib's wheels in .whl/ (anomalib_wheels.sh).
 #   synthesis  synthesis.py at the GPU size (128 px, 8000 diffusion steps, 3 seeds, 100 and 400 synthetic
@@ -100,16 +102,13 @@ levers() {
   (
     export OMP_NUM_THREADS=1
     (
-      stage recipe_gpu benchmarks/levers.py --detectors fcdd --stages recipe --recipe-seeds 0 --jobs 4 --no-write
-      stage levers_fcdd benchmarks/levers.py --detectors fcdd --stages levers --jobs 4 --no-write
+      stage recipe_gpu benchmarks/levers.py --detectors fcdd --stages recipe --recipe-seeds 0 --jobs 6 --no-write
+      stage ssl benchmarks/levers.py --detectors fcdd --stages ssl --jobs 6 --no-write
+      stage levers_fcdd benchmarks/levers.py --detectors fcdd --stages levers --jobs 6 --no-write
     ) &
-    stage mining_seg benchmarks/mining_sweep.py --datasets magnetic_tile_seg_s0 --seeds 0,1,2 --jobs 8 --resume \
-      --quiet --no-write --section mining-seg --ratios 273/666,1/4,1/8,1/16,1/32,1/64,1/128,unsupervised \
-      --params "$(python3 benchmarks/levers.py --print-recipe magnetic_tile fcdd)" &
     (
-      stage levers_others_first benchmarks/levers.py --detectors liac classifier --datasets magnetic_tile \
-        --variants $OTHERS_FIRST --jobs 4 --no-write
-      stage levers_others benchmarks/levers.py --detectors liac classifier --stages levers recipe splits --jobs 4 --no-write
+      stage levers_others_first benchmarks/levers.py --detectors liac classifier --variants $OTHERS_FIRST --jobs 8 --no-write
+      stage levers_others benchmarks/levers.py --detectors liac classifier --stages levers recipe splits --jobs 8 --no-write
     ) &
     wait
   )
@@ -123,10 +122,14 @@ for name in "${STAGES[@]}"; do
     mining) stage mining benchmarks/mining_sweep.py --resume --jobs 6 --quiet ;;
     pixels) pixels ;;
     levers) levers ;;
+    mining_seg) OMP_NUM_THREADS=1 stage mining_seg benchmarks/mining_sweep.py --datasets magnetic_tile_seg_s0 --seeds 0,1,2 \
+                  --jobs 14 --resume --quiet --no-write --section mining-seg \
+                  --ratios 273/666,1/4,1/8,1/16,1/32,1/64,1/128,unsupervised \
+                  --params "$(python3 benchmarks/levers.py --print-recipe magnetic_tile fcdd)" ;;
     draem_peer) stage draem_peer benchmarks/zero_label.py --configs anomalib_draem:0 --budget gpu --seeds 0 1 2 --jobs 3 ;;
     synthesis) stage synthesis benchmarks/synthesis.py --image-size 128 --train-steps 8000 --device cuda \
                  --seeds 0 1 2 --counts 100 400 --no-write ;;
-    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, levers, draem_peer, synthesis)" >&2; exit 2 ;;
+    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, levers, mining_seg, draem_peer, synthesis)" >&2; exit 2 ;;
   esac
 done
 }

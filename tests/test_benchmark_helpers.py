@@ -289,3 +289,41 @@ def test_mining_sweep_pieces_keep_each_point_apart(tmp_path, monkeypatch):
                for point in ("273/666", "1/4", "1/64", "unsupervised")}
     assert len(folders) == 8 and all(f.parent == tmp_path / "mining-set" for f in folders)
     assert mining_sweep._piece_dir("set", 0, "1/4").name == "seed0-1in4"
+
+
+def test_levers_ssl_stage_fits_from_our_weights_and_pairs_them_with_scratch(tmp_path, monkeypatch):
+    import levers
+    from defectmine.data import ImageDataset, ImageSpec
+    from defectmine.data.synthetic import write_synthetic_folder
+    from defectmine.errors import ConfigError
+    from defectmine.pipeline.data import load_records
+    from defectmine.pretrain import pretrain
+
+    folder = write_synthetic_folder(tmp_path / "synthetic")
+    images = ImageDataset(load_records(str(folder)), ImageSpec(size=(32, 32), channels=1), quiet=True)
+    weights = pretrain(images, out_dir=tmp_path / "ssl", method="simsiam", width=4, epochs=1, quiet=True).weights
+    recipe = {"image_size": 32, "epochs": 1, "width": 4}
+    common = {"dataset": str(folder), "detector": "fcdd", "k": 2, "seed": 0, "where": "cpu", "lever": "ssl"}
+    ours = levers.run_one({**common, "stage": "ssl", "overrides": {**recipe, "backbone_weights": levers.SSL_WEIGHTS},
+                           "label": "x", "weights_file": str(weights)})
+    assert ours["pretraining"]["method"] == "simsiam" and ours["pretraining"]["width"] == 4
+    assert 0.0 <= ours["auroc"] <= 1.0
+
+    # the table pairs each seed with the scratch recipe row of the same seed and machine, and only those
+    def row(stage, overrides, seed, auroc, where="cpu"):
+        return {"stage": stage, "lever": stage, "dataset": "d", "detector": "fcdd", "k": 80, "seed": seed,
+                "where": where, "overrides": overrides, "label": levers.label(overrides), "val_auroc": auroc,
+                "auroc": auroc, **({"pretraining": ours["pretraining"]} if stage == "ssl" else {})}
+
+    mine = {**recipe, "backbone_weights": levers.SSL_WEIGHTS}
+    rows = [row("recipe", recipe, 0, 0.80), row("recipe", recipe, 1, 0.90), row("recipe", recipe, 2, 0.5, "gpu"),
+            row("ssl", mine, 0, 0.85), row("ssl", mine, 1, 0.91), row("ssl", mine, 2, 0.99)]
+    table = levers.ssl_table(rows)
+    line = next(line for line in table if line.startswith("| d | fcdd"))
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[6] == "2" and cells[11] == "+0.030 ± 0.028"  # seed 2's scratch row is the GPU's: not paired
+
+    monkeypatch.setattr(levers, "recipe_for", lambda *a, **k: {"depth": 3})
+    with pytest.raises(ConfigError, match="depth"):
+        levers.ssl_jobs([], type("A", (), {"datasets": ["d"], "detectors": ["fcdd"], "k": 80, "where": "cpu",
+                                           "seeds": [0]})())
