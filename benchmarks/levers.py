@@ -449,7 +449,7 @@ def main() -> None:
     parser.add_argument("--levers", nargs="+", default=[lv for lv in LEVERS if lv not in FULL_SIZE_LEVERS],
                         choices=list(LEVERS))
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--variants", nargs="+", metavar="LABEL",
                         help="Only these variants of the chosen levers (their table labels, e.g. width=16 "
                              "tta=True), beside the baseline: a short first pass where fits are slow.")
