@@ -42,6 +42,7 @@ default fit time now to the baseline row, same machine).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import sys
@@ -122,7 +123,9 @@ def run_one(job: dict) -> dict:
     pretraining = None
     if params.get("backbone_weights") == SSL_WEIGHTS:
         params["backbone_weights"] = job["weights_file"]
-        info = json.loads((Path(job["weights_file"]).parent / "pretrain.json").read_text())
+        from defectmine.pretrain import INFO_FILE
+
+        info = json.loads((Path(job["weights_file"]).parent / INFO_FILE).read_text())
         pretraining = {key: info.get(key) for key in ("method", "width", "epochs", "final_loss", "wall_seconds",
                                                        "device", "source")}
     config = RunConfig(data=job["dataset"], detector=job["detector"], k=job["k"], seed=job["seed"], quiet=True,
@@ -155,16 +158,22 @@ def ssl_weights(recipe: dict, image_size: int = IMAGE_SIZE, *, quiet: bool = Tru
     """Our self-supervised weights for `recipe`'s backbone (the small CNN at its width): the library's
     default method, SSL_EPOCHS epochs on the union of both sets' training images (no val or test
     image), pretrained once per width and size into runs/bench/ (a rerun continues or reuses them)."""
-    from pretrain_benchmark import pretraining_images
-
     from defectmine.errors import ConfigError
-    from defectmine.pretrain import DEFAULT_METHOD, pretrain
 
     unsupported = sorted(set(recipe) & set(SSL_UNSUPPORTED))
     if unsupported:
         raise ConfigError(f"levers.py --stages ssl: the recipe sets {', '.join(unsupported)}; our pretraining "
                           "builds the small CNN at a width only. Fix: leave the ssl stage out for this recipe.")
-    width = recipe.get("width", DETECTOR_PARAMS["width"])
+    return _pretrained(recipe.get("width", DETECTOR_PARAMS["width"]), image_size, quiet)
+
+
+@functools.cache
+def _pretrained(width: int, image_size: int, quiet: bool) -> str:
+    """ssl_weights' pretraining: once per width and size in a run (several recipes share a width)."""
+    from pretrain_benchmark import pretraining_images
+
+    from defectmine.pretrain import DEFAULT_METHOD, pretrain
+
     images = pretraining_images({"datasets": list(DATASETS), "limit": None, "image_size": image_size})
     out = REPO / "runs" / "bench" / f"levers-ssl-{DEFAULT_METHOD}-w{width}-{image_size}px-{SSL_EPOCHS}ep"
     result = pretrain(images, out_dir=out, method=DEFAULT_METHOD, width=width, stride=8, epochs=SSL_EPOCHS, seed=0,
@@ -180,14 +189,17 @@ def ssl_jobs(rows: list[dict], args) -> list[dict]:
             recipe = recipe_for(rows, dataset, detector, args.k, resolution=args.where == "cpu")
             weights = ssl_weights({k: v for k, v in recipe.items() if k not in RUN_KEYS},
                                   recipe.get("image_size", IMAGE_SIZE))
-            ours = {**recipe, "backbone_weights": SSL_WEIGHTS}
-            for k in (80, 40):
-                for seed in args.seeds:
-                    common = {"dataset": dataset, "detector": detector, "k": k, "seed": seed, "where": args.where}
-                    jobs += [{"stage": "recipe", "lever": "recipe", "label": label(recipe), "overrides": recipe, **common},
-                             {"stage": "ssl", "lever": "ssl", "label": label(ours), "overrides": ours,
-                              "weights_file": weights, **common}]
+            scratch = recipe_job(dataset, detector, recipe, args.where)
+            ours = {**recipe_job(dataset, detector, {**recipe, "backbone_weights": SSL_WEIGHTS}, args.where),
+                    "stage": "ssl", "lever": "ssl", "weights_file": weights}
+            jobs += [{**job, "k": k, "seed": seed} for k in (80, 40) for seed in args.seeds for job in (scratch, ours)]
     return jobs
+
+
+def recipe_job(dataset: str, detector: str, overrides: dict, where: str) -> dict:
+    """A recipe row's job, less its K and seeds."""
+    return {"stage": "recipe", "lever": "recipe", "dataset": dataset, "detector": detector, "label": label(overrides),
+            "overrides": overrides, "where": where}
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------
@@ -379,8 +391,8 @@ def ssl_table(rows: list[dict]) -> list[str]:
     lines = []
     for (dataset, detector, _, name, k, _, machine), group in sorted(groups(rows, "ssl").items(), key=lambda i: str(i[0])):
         plain = label({key: v for key, v in group[0]["overrides"].items() if key != "backbone_weights"})
-        pairs = [(scratch[dataset, detector, plain, k, machine, r["seed"]], r) for r in sorted(group, key=lambda r: r["seed"])
-                 if (dataset, detector, plain, k, machine, r["seed"]) in scratch]
+        pairs = [(scratch[key], r) for r in sorted(group, key=lambda r: r["seed"])
+                 if (key := (dataset, detector, plain, k, machine, r["seed"])) in scratch]
         if not pairs:
             continue
         info, deltas = group[0]["pretraining"], [b["auroc"] - a["auroc"] for a, b in pairs]
@@ -492,8 +504,7 @@ def main() -> None:
         for dataset in args.datasets:
             for detector in args.detectors:
                 overrides = recipe_for(rows, dataset, detector, args.k, resolution=args.where == "cpu")
-                base = {"stage": "recipe", "lever": "recipe", "dataset": dataset, "detector": detector,
-                        "label": label(overrides), "overrides": overrides, "where": args.where}
+                base = recipe_job(dataset, detector, overrides, args.where)
                 if stage == "recipe":
                     jobs += [{**base, "k": k, "seed": s} for k in (80, 40) for s in args.recipe_seeds]
                 else:

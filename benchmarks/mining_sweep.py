@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", action="store_true", help="Keep finished fits of an interrupted run.")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="Sweep every (dataset, seed) in its own subprocess, this many side by side (a GPU box).")
+                        help="Sweep every (dataset, seed, point) in its own subprocess, this many side by side (a GPU box).")
     parser.add_argument("--piece", nargs=2, metavar=("DATASET", "SEED"), help=argparse.SUPPRESS)  # one point: --ratios/--ks
     parser.add_argument("--from-results", action="store_true",
                         help="Re-summarise the rows committed in benchmarks/results/mining/ (no fit; implies --resume).")
