@@ -281,6 +281,27 @@ def test_levers_recipe_needs_full_seeds_and_a_real_gain_for_a_costlier_variant()
     assert levers.recipe_for(kept, "d", "fcdd", 80) == {"epochs": 100, "tta": True}
 
 
+def test_levers_summary_takes_the_val_best_recipe_row_from_our_weights_too():
+    import levers
+
+    labels = [0, 0, 1, 1]
+
+    def row(stage, overrides, seed, val, test):
+        return {"stage": stage, "lever": stage, "dataset": "magnetic_tile", "detector": "classifier", "k": 40,
+                "seed": seed, "where": "cpu", "overrides": overrides, "label": levers.label(overrides),
+                "val_auroc": val, "auroc": test, "fit_seconds": 1.0, "val_labels": labels, "test_labels": labels,
+                "val_scores": [0.1, 0.2, 0.3 + seed, 0.4], "test_scores": [0.1, 0.2, 0.3, 0.4]}
+
+    recipe, ours = {"tta": True}, {"tta": True, "backbone_weights": levers.SSL_WEIGHTS}
+    rows = [row("recipe", recipe, s, 0.90, 0.95) for s in range(3)] + [row("ssl", ours, s, 0.92, 0.91) for s in range(3)]
+    args = type("A", (), {"datasets": ["magnetic_tile"], "detectors": ["classifier"]})()
+    lines, summary = levers.recipe_table(rows, args)
+    assert any("backbone_weights=ours" in line for line in lines)
+    assert summary["mt_k40_auroc"] == pytest.approx(0.91)  # higher on val, so taken though lower on test
+    _, summary = levers.recipe_table(rows[:3] + rows[3:5], args)
+    assert summary["mt_k40_auroc"] == pytest.approx(0.95)  # two seeds of ours are not enough
+
+
 def test_mining_sweep_pieces_keep_each_point_apart(tmp_path, monkeypatch):
     import mining_sweep
 
