@@ -184,7 +184,7 @@ def _pretrained(width: int, image_size: int, quiet: bool) -> str:
 
 
 def ssl_jobs(rows: list[dict], args) -> list[dict]:
-    """The recipe from scratch and from our weights, at K = 80 and 40 and seeds --seeds, per (set, detector)."""
+    """The recipe from scratch and from our weights, at K --recipe-ks and seeds --seeds, per (set, detector)."""
     jobs = []
     for dataset in args.datasets:
         for detector in args.detectors:
@@ -194,7 +194,7 @@ def ssl_jobs(rows: list[dict], args) -> list[dict]:
             scratch = recipe_job(dataset, detector, recipe, args.where)
             ours = {**recipe_job(dataset, detector, {**recipe, "backbone_weights": SSL_WEIGHTS}, args.where),
                     "stage": "ssl", "lever": "ssl", "weights_file": weights}
-            jobs += [{**job, "k": k, "seed": seed} for k in (80, 40) for seed in args.seeds for job in (scratch, ours)]
+            jobs += [{**job, "k": k, "seed": seed} for k in args.recipe_ks for seed in args.seeds for job in (scratch, ours)]
     return jobs
 
 
@@ -474,6 +474,8 @@ def main() -> None:
                         help="Training seeds of the recipe rows: 5, so that the recipe + ensemble=3 row has 3 "
                              "ensembles (members 0-2, 1-3, 2-4).")
     parser.add_argument("--split-seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--recipe-ks", nargs="+", type=int, default=[80, 40], choices=[80, 40],
+                        help="Labelled anomalies of the recipe, splits and ssl rows (the targets' two K).")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--print-recipe", nargs=2, metavar=("DATASET", "DETECTOR"),
                         help="Print the recipe (JSON options over the benchmark settings) the kept rows choose, and exit.")
@@ -509,9 +511,9 @@ def main() -> None:
                 overrides = recipe_for(rows, dataset, detector, args.k, resolution=args.where == "cpu")
                 base = recipe_job(dataset, detector, overrides, args.where)
                 if stage == "recipe":
-                    jobs += [{**base, "k": k, "seed": s} for k in (80, 40) for s in args.recipe_seeds]
+                    jobs += [{**base, "k": k, "seed": s} for k in args.recipe_ks for s in args.recipe_seeds]
                 else:
-                    jobs += [{**base, "k": k, "seed": 0, "split_seed": s} for k in (80, 40) for s in args.split_seeds]
+                    jobs += [{**base, "k": k, "seed": 0, "split_seed": s} for k in args.recipe_ks for s in args.split_seeds]
         fit_all(jobs)
     if "ssl" in args.stages:
         fit_all(ssl_jobs(load_rows(args), args))
