@@ -188,7 +188,7 @@ def ssl_jobs(rows: list[dict], args) -> list[dict]:
     jobs = []
     for dataset in args.datasets:
         for detector in args.detectors:
-            recipe = recipe_for(rows, dataset, detector, args.k, resolution=args.where == "cpu")
+            recipe = machine_recipe(rows, dataset, detector, args)
             weights = ssl_weights({k: v for k, v in recipe.items() if k not in RUN_KEYS},
                                   recipe.get("image_size", IMAGE_SIZE))
             scratch = recipe_job(dataset, detector, recipe, args.where)
@@ -310,6 +310,11 @@ def recipe_for(rows: list[dict], dataset: str, detector: str, k: int, *, resolut
                     best, best_gain = overrides, gain
         recipe.update(best)
     return recipe
+
+
+def machine_recipe(rows: list[dict], dataset: str, detector: str, args) -> dict:
+    """The recipe this machine fits: a GPU run leaves the resolution lever out (the device pack is 128 px only)."""
+    return recipe_for(rows, dataset, detector, args.k, resolution=args.where == "cpu")
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -490,7 +495,7 @@ def main() -> None:
     if args.print_recipe:
         dataset, detector = args.print_recipe
         args.datasets, args.detectors = [dataset], [detector]
-        recipe = recipe_for(load_rows(args), dataset, detector, args.k, resolution=args.where == "cpu")
+        recipe = machine_recipe(load_rows(args), dataset, detector, args)
         print(json.dumps({k: v for k, v in recipe.items() if k not in RUN_KEYS}))
         return
     if args.report:
@@ -508,7 +513,7 @@ def main() -> None:
         rows, jobs = load_rows(args), []
         for dataset in args.datasets:
             for detector in args.detectors:
-                overrides = recipe_for(rows, dataset, detector, args.k, resolution=args.where == "cpu")
+                overrides = machine_recipe(rows, dataset, detector, args)
                 base = recipe_job(dataset, detector, overrides, args.where)
                 if stage == "recipe":
                     jobs += [{**base, "k": k, "seed": s} for k in args.recipe_ks for s in args.recipe_seeds]
