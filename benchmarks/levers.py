@@ -404,11 +404,13 @@ def ssl_table(rows: list[dict]) -> list[str]:
         if not pairs:
             continue
         info, deltas = group[0]["pretraining"], [b["auroc"] - a["auroc"] for a, b in pairs]
+        # a fresh machine pretrains again (same command and seed): each pretraining's wall time is shown
+        walls = " / ".join(dict.fromkeys(f"{r['pretraining']['wall_seconds']:.0f} s" for r in group))
         lines.append(f"| {dataset} | {detector} | {plain} | {k} | {machine.upper()} | {len(pairs)} | "
                      f"{fmt([a['val_auroc'] for a, _ in pairs])} | {fmt([b['val_auroc'] for _, b in pairs])} | "
                      f"{fmt([a['auroc'] for a, _ in pairs])} | {fmt([b['auroc'] for _, b in pairs])} | "
                      f"{'+' if mean(deltas) > 0 else ''}{fmt(deltas)} | {info['method']}, width {info['width']}, "
-                     f"{info['epochs']} epochs, {info['wall_seconds']:.0f} s on {info['device']} |")
+                     f"{info['epochs']} epochs, {walls} on {info['device']} |")
     if not lines:
         return []
     return ["", "Recipe from our self-supervised weights (`--stages ssl`) against the recipe from scratch, paired by "
