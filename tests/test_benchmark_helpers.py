@@ -343,6 +343,10 @@ def test_levers_ssl_stage_fits_from_our_weights_and_pairs_them_with_scratch(tmp_
     line = next(line for line in table if line.startswith("| d | fcdd"))
     cells = [c.strip() for c in line.split("|")]
     assert cells[6] == "2" and cells[11] == "+0.030 ± 0.028"  # seed 2's scratch row is the GPU's: not paired
+    # a second pretraining of the same recipe (a fresh machine) shows its wall time beside the first's
+    rows[4] = {**rows[4], "pretraining": {**ours["pretraining"], "wall_seconds": 12345.0}}
+    cell = next(line for line in levers.ssl_table(rows) if line.startswith("| d | fcdd")).split("|")[12]
+    assert f"{ours['pretraining']['wall_seconds']:.0f} s / 12345 s on cpu" in cell
 
     monkeypatch.setattr(levers, "recipe_for", lambda *a, **k: {"depth": 3})
     with pytest.raises(ConfigError, match="depth"):
