@@ -27,7 +27,8 @@
 #              FCDD's Magnetic Tile recipe (levers.py --print-recipe), one (seed, ratio) per process (done
 #              2026-11-26: a rerun only re-summarises)
 #   draem_peer zero_label.py's anomalib Draem peer at the GPU budget (40 epochs, both sets, 3 seeds), beside
-#              our draem's --budget gpu rows. Needs anomalib's wheels in .whl/ (anomalib_wheels.sh).
+#              our draem's --budget gpu rows. Needs anomalib's wheels in .whl/ (anomalib_wheels.sh). Run it
+#              in a call of its own: beside the pixels stage (18 fits on 16 cores) it finished no fit in 545 s.
 #   synthesis  synthesis.py at the GPU size (128 px, 8000 diffusion steps, 3 seeds, 100 and 400 synthetic
 #              defects; its 64 px CPU rows stay beside). Needs diffusers in .whl/:
 #              pip download --no-deps -d .whl diffusers importlib-metadata
