@@ -9,7 +9,7 @@ benchmarks/levers.py combined from that detector's val-best levers on Magnetic T
 seed ensemble of 3 (BENCHMARKS.md, recipe section: the ensemble beats the single recipe network on
 val, and the recipe beats the defaults, at three recipe fits' time: the table's fit s column).
 `measured` stays False until every detector's values come from a recorded measurement on both
-benchmark sets (ELPV's LIAC and classifier levers have not run).
+benchmark sets (ELPV's LIAC and classifier levers have run only in part).
 """
 
 from __future__ import annotations
