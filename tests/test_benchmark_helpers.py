@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -352,3 +353,15 @@ def test_levers_ssl_stage_fits_from_our_weights_and_pairs_them_with_scratch(tmp_
     with pytest.raises(ConfigError, match="depth"):
         levers.ssl_jobs([], type("A", (), {"datasets": ["d"], "detectors": ["fcdd"], "k": 80, "where": "cpu",
                                            "seeds": [0]})())
+
+
+def test_runs_record_the_cpu_model_that_the_benchmarks_name(tmp_path):
+    from defectmine.pipeline.runinfo import cpu_model, environment
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t: fpu\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
+    assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
+    # The same seed can train differently on two CPU models, so each run says which one it had.
+    assert environment()["cpu"] == cpu_model()
+    assert f"({cpu_model()})" in _table.machine_description()
