@@ -18,6 +18,9 @@
 #              40 epochs at 128 px) and
 #              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
+#   pixels_wide  the same studies breadth first, for a single short call: seed 0 of each study still missing
+#              (encoders, ablation, data fractions, SSL encoder vs scratch) as four segmentation.py queues side
+#              by side, beside zero_label.py --budget gpu's missing seeds; 'pixels' then adds seeds 1-2.
 #   levers     levers.py (issue 18), two queues side by side (OMP_NUM_THREADS=1 each fit): FCDD's recipe at one
 #              seed per set (its GPU fit time), the recipe from our self-supervised weights at the recipe's
 #              width against scratch (--stages ssl: pretrains first), then FCDD's lever rows not yet kept (K = 80,
@@ -97,6 +100,17 @@ pixels() {
     wait
   )
 }
+pixels_wide() {
+  (
+    export OMP_NUM_THREADS=1
+    stage encoders0 $SEG --seeds 0 --jobs 4 --encoders mobileone_s1 resnest50d --losses bce_dice weighted_ce --injection off on &
+    stage ablation0 $SEG --seeds 0 --jobs 2 --encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep-clean 0.1 0.5 &
+    stage fractions0 $SEG --seeds 0 --jobs 4 --encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75 &
+    stage ssl0 $SEG --seeds 0 --jobs 2 --encoders cnn --losses focal bce_dice --injection off --weights scratch ssl &
+    stage zero_label benchmarks/zero_label.py --budget gpu --seeds 0 1 2 --jobs 3 &
+    wait
+  )
+}
 # The first LIAC and classifier variants: the levers that moved FCDD (flips' worth, colour, width, budget, TTA).
 OTHERS_FIRST="augment=none augment=flips+color width=16 epochs=50 tta=True"
 levers() {
@@ -122,6 +136,7 @@ for name in "${STAGES[@]}"; do
     backbones) stage backbones benchmarks/fcdd_backbones.py --datasets magnetic_tile elpv --seeds 0 1 2 --jobs "$JOBS" ;;
     mining) stage mining benchmarks/mining_sweep.py --resume --jobs 6 --quiet ;;
     pixels) pixels ;;
+    pixels_wide) pixels_wide ;;
     levers) levers ;;
     mining_seg) OMP_NUM_THREADS=1 stage mining_seg benchmarks/mining_sweep.py --datasets magnetic_tile_seg_s0 --seeds 0,1,2 \
                   --jobs 14 --resume --quiet --no-write --section mining-seg \
@@ -130,7 +145,7 @@ for name in "${STAGES[@]}"; do
     draem_peer) stage draem_peer benchmarks/zero_label.py --configs anomalib_draem:0 --budget gpu --seeds 0 1 2 --jobs 3 ;;
     synthesis) stage synthesis benchmarks/synthesis.py --image-size 128 --train-steps 8000 --device cuda \
                  --seeds 0 1 2 --counts 100 400 --no-write ;;
-    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, levers, mining_seg, draem_peer, synthesis)" >&2; exit 2 ;;
+    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, pixels_wide, levers, mining_seg, draem_peer, synthesis)" >&2; exit 2 ;;
   esac
 done
 }
