@@ -82,32 +82,38 @@ stage() {
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(losses peers backbones mining)
 
-SEG="benchmarks/segmentation.py --image-size 128 --epochs 40 --eval-every 5 --seeds 0 1 2 --no-write"
+SEG="benchmarks/segmentation.py --image-size 128 --epochs 40 --eval-every 5 --no-write"
+# The pixel studies, named once: 'pixels' runs each at seeds 0-2 in turn, 'pixels_wide' seed 0 of all at once.
 TABLE1="--encoders resnet18 --losses bce_dice bce focal balanced weighted_ce --injection off on"
+ENCODERS="--encoders mobileone_s1 resnest50d --losses bce_dice weighted_ce --injection off on"
+ABLATION="--encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep-clean 0.1 0.5"
+FRACTIONS="--encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75"
+SSL_PAIRS="--encoders cnn --losses focal bce_dice --injection off --weights scratch ssl"
+ZERO_LABEL="benchmarks/zero_label.py --budget gpu --seeds 0 1 2 --jobs 3"
 pixels() {
   (
     export OMP_NUM_THREADS=1
     stage segdec benchmarks/side_by_side.py --only ours --datasets magnetic_tile --seeds 0 1 2 --jobs 4 --no-write \
       --models SegDec "SegDec (no DLI)" "SegDec (60 epochs)" &
     (
-      stage table1 $SEG --jobs 8 $TABLE1
-      stage encoders $SEG --jobs 8 --encoders mobileone_s1 resnest50d --losses bce_dice weighted_ce --injection off on
-      stage ablation $SEG --jobs 8 --encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep-clean 0.1 0.5
-      stage fractions $SEG --jobs 8 --encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75
-      stage ssl $SEG --jobs 8 --encoders cnn --losses focal bce_dice --injection off --weights scratch ssl
+      stage table1 $SEG --seeds 0 1 2 --jobs 8 $TABLE1
+      stage encoders $SEG --seeds 0 1 2 --jobs 8 $ENCODERS
+      stage ablation $SEG --seeds 0 1 2 --jobs 8 $ABLATION
+      stage fractions $SEG --seeds 0 1 2 --jobs 8 $FRACTIONS
+      stage ssl $SEG --seeds 0 1 2 --jobs 8 $SSL_PAIRS
     ) &
-    stage zero_label benchmarks/zero_label.py --budget gpu --seeds 0 1 2 --jobs 3 &
+    stage zero_label $ZERO_LABEL &
     wait
   )
 }
 pixels_wide() {
   (
     export OMP_NUM_THREADS=1
-    stage encoders0 $SEG --seeds 0 --jobs 4 --encoders mobileone_s1 resnest50d --losses bce_dice weighted_ce --injection off on &
-    stage ablation0 $SEG --seeds 0 --jobs 2 --encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep-clean 0.1 0.5 &
-    stage fractions0 $SEG --seeds 0 --jobs 4 --encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75 &
-    stage ssl0 $SEG --seeds 0 --jobs 2 --encoders cnn --losses focal bce_dice --injection off --weights scratch ssl &
-    stage zero_label benchmarks/zero_label.py --budget gpu --seeds 0 1 2 --jobs 3 &
+    stage encoders0 $SEG --seeds 0 --jobs 4 $ENCODERS &
+    stage ablation0 $SEG --seeds 0 --jobs 2 $ABLATION &
+    stage fractions0 $SEG --seeds 0 --jobs 4 $FRACTIONS &
+    stage ssl0 $SEG --seeds 0 --jobs 2 $SSL_PAIRS &
+    stage zero_label $ZERO_LABEL &
     wait
   )
 }
