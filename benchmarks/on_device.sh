@@ -24,6 +24,7 @@
 #   pixels_seeds  one short call for the rows that the issues' tables need at three seeds: every encoder
 #              row at seeds 0-2 (11 fits at once: a fit's time hardly moves with the load, it waits on the
 #              GPU), the cut-paste ablation rows, and every zero_label.py seed still missing (8 at once).
+#   encoders   the encoder rows alone (seeds 0-2, 8 at once): what pixels_seeds left, in a ~260-s call.
 #   fractions_wce  the data-fraction study's weighted-CE rows (seed 0, 8 fits at once): fits a ~300 s call.
 #   levers     levers.py (issue 18), two queues side by side (OMP_NUM_THREADS=1 each fit): FCDD's recipe at one
 #              seed per set (its GPU fit time), the recipe from our self-supervised weights at the recipe's
@@ -157,6 +158,7 @@ for name in "${STAGES[@]}"; do
     pixels) pixels ;;
     pixels_wide) pixels_wide ;;
     pixels_seeds) pixels_seeds ;;
+    encoders) OMP_NUM_THREADS=1 stage encoders $SEG --seeds 0 1 2 --jobs 8 $ENCODERS ;;
     fractions_wce) OMP_NUM_THREADS=1 stage fractions_wce $SEG --seeds 0 --jobs 8 $FRACTIONS ;;
     levers) levers ;;
     mining_seg) OMP_NUM_THREADS=1 stage mining_seg benchmarks/mining_sweep.py --datasets magnetic_tile_seg_s0 --seeds 0,1,2 \
@@ -166,7 +168,7 @@ for name in "${STAGES[@]}"; do
     draem_peer) stage draem_peer benchmarks/zero_label.py --configs anomalib_draem:0 --budget gpu --seeds 0 1 2 --jobs 3 ;;
     synthesis) stage synthesis benchmarks/synthesis.py --image-size 128 --train-steps 8000 --device cuda \
                  --seeds 0 1 2 --counts 100 400 --no-write ;;
-    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, pixels_wide, pixels_seeds, fractions_wce, levers, mining_seg, draem_peer, synthesis)" >&2; exit 2 ;;
+    *) echo "on_device.sh: unknown stage '$name' (losses, peers, backbones, mining, pixels, pixels_wide, pixels_seeds, encoders, fractions_wce, levers, mining_seg, draem_peer, synthesis)" >&2; exit 2 ;;
   esac
 done
 }
