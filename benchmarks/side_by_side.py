@@ -52,6 +52,11 @@ PEER_OVERRIDES = {"cflow": {"epochs": 1}}
 SEGDEC_PARAMS: dict = {"epochs": 15, "eval_every": 3}
 # Where a GPU is lent: the same detector with four times the budget (what training longer adds).
 SEGDEC_LONG_PARAMS: dict = {"epochs": 60, "eval_every": 5}
+# The same 15-epoch SegDec with its U-Net encoder initialised from our self-supervised weights (the small
+# CNN at the common width, pretrained by levers.py's ssl stage on both sets' unlabelled training images).
+# The marker is resolved once, in the parent, before the fits start side by side.
+SEGDEC_SSL = "SegDec (our SSL encoder)"
+SSL_MARKER = "ours"
 SEGMENTATION_RESULTS = REPO / "benchmarks" / "results" / "segmentation"
 SPEED_TRAIN_LIMIT = 64
 
@@ -64,7 +69,21 @@ def our_models() -> dict[str, tuple[str, dict]]:
     models["SegDec"] = ("segdec", SEGDEC_PARAMS)
     models["SegDec (no DLI)"] = ("segdec", {**SEGDEC_PARAMS, "injection": False})
     models["SegDec (60 epochs)"] = ("segdec", SEGDEC_LONG_PARAMS)
+    models[SEGDEC_SSL] = ("segdec", {**SEGDEC_PARAMS, "backbone_weights": SSL_MARKER})
     return models
+
+
+def resolve_ssl_weights(jobs: list[dict], root: Path) -> None:
+    """Give every job of a model initialised from our self-supervised weights the weights file, pretraining
+    it first (once, here) where a job of that model still has to run."""
+    pending = [job for job in jobs if job["family"] == "ours" and not job.get("speed")
+               and our_models()[job["model"]][1].get("backbone_weights") == SSL_MARKER and not _path(job, root).is_file()]
+    if pending:
+        from levers import ssl_weights
+
+        weights = ssl_weights({"width": DETECTOR_PARAMS["width"]}, IMAGE_SIZE, quiet=False)
+        for job in pending:
+            job["weights_file"] = weights
 
 
 # -- one fit (in a subprocess) -------------------------------------------------------------------
@@ -79,6 +98,8 @@ def run_ours(job: dict) -> dict:
     from defectmine.pipeline import RunConfig, fit_and_evaluate, prepare_data
 
     registry_name, params = our_models()[job["model"]]
+    if params.get("backbone_weights") == SSL_MARKER:
+        params = {**params, "backbone_weights": job["weights_file"]}
     config = RunConfig(data=job["dataset"], detector=registry_name, k=job["k"], seed=job["seed"],
                        image_size=IMAGE_SIZE, quiet=True,
                        detector_params={**DETECTOR_PARAMS, **params, **job.get("overrides", {})})
@@ -249,10 +270,15 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
             f"{_fmt(r['f1'])} | {_fmt(r['accuracy'])} | - | - | {r['fit_seconds']:.1f} | "
             f"{_fmt(speed.get('ms_per_image_b32'), 2)} | {_fmt(speed.get('ms_per_image_b1'), 2)} | {r['peak_rss_mb']:.0f} |")
     if any(r["dataset"] == dataset and r["model"] in SEGDEC_MODELS for r in rows):
+        from levers import SSL_EPOCHS
+
         lines += ["", f"SegDec settings: {json.dumps(SEGDEC_PARAMS)} over the common ones (its own defaults otherwise: "
                   "`cnn` encoder, decoder channels (32, 16, 8), DLI with keep_clean 0.5, selection on the mean of val "
                   "image and pixel AUROC); 'SegDec (no DLI)' the same with injection off. Pixel metrics over the test "
                   f"images whose masks are known. 'SegDec (60 epochs)': {json.dumps(SEGDEC_LONG_PARAMS)} instead (GPU rows). "
+                  f"'{SEGDEC_SSL}': the first's settings, its encoder initialised from our self-supervised weights "
+                  f"(`levers.py`'s ssl stage: the library's default method, {SSL_EPOCHS} epochs, the small CNN at width "
+                  f"{DETECTOR_PARAMS['width']}, on both sets' training images, no val or test image). "
                   "The summary's segdec_* keys come from the variant with the best mean validation AUROC."]
     trivial = _flag_everything_f1(dataset)
     if trivial is not None:
@@ -271,7 +297,7 @@ def _pixel(group: list[dict], key: str) -> str:
     return _mean_std(values) if values else "-"
 
 
-SEGDEC_MODELS = ("SegDec", "SegDec (no DLI)", "SegDec (60 epochs)")
+SEGDEC_MODELS = ("SegDec", "SegDec (no DLI)", "SegDec (60 epochs)", SEGDEC_SSL)
 
 
 def segdec_summary(rows: list[dict]) -> dict:
@@ -450,6 +476,7 @@ def main() -> None:
         if args.epochs:
             for job in jobs:
                 job["overrides"] = {"epochs": args.epochs}
+        resolve_ssl_weights(jobs, root)
         jobs.sort(key=lambda job: job["family"] != "anomalib")  # the longest fits start first
         results = run_in_parallel(lambda job: cached(job, root, args.jobs), jobs, args.jobs)
         if args.speed:
