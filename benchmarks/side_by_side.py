@@ -57,6 +57,13 @@ SEGDEC_LONG_PARAMS: dict = {"epochs": 60, "eval_every": 5}
 # The marker is resolved once, in the parent, before the fits start side by side.
 SEGDEC_SSL = "SegDec (our SSL encoder)"
 SSL_MARKER = "ours"
+# Two parts of SegDec's recipe taken out one at a time (the 15-epoch settings otherwise): the Dice term
+# pooled over the batch instead of one Dice per image, and the image score read from the map (its
+# largest pixel probability) instead of the decision head.
+SEGDEC_ABLATIONS: dict[str, dict] = {
+    "SegDec (batch Dice)": {"seg_loss_params": {"per_image_dice": False}},
+    "SegDec (map-max score)": {"image_score": "map_max"},
+}
 SEGMENTATION_RESULTS = REPO / "benchmarks" / "results" / "segmentation"
 SPEED_TRAIN_LIMIT = 64
 
@@ -70,6 +77,7 @@ def our_models() -> dict[str, tuple[str, dict]]:
     models["SegDec (no DLI)"] = ("segdec", {**SEGDEC_PARAMS, "injection": False})
     models["SegDec (60 epochs)"] = ("segdec", SEGDEC_LONG_PARAMS)
     models[SEGDEC_SSL] = ("segdec", {**SEGDEC_PARAMS, "backbone_weights": SSL_MARKER})
+    models.update({name: ("segdec", {**SEGDEC_PARAMS, **params}) for name, params in SEGDEC_ABLATIONS.items()})
     return models
 
 
@@ -279,6 +287,8 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
                   f"'{SEGDEC_SSL}': the first's settings, its encoder initialised from our self-supervised weights "
                   f"(`levers.py`'s ssl stage: the library's default method, {SSL_EPOCHS} epochs, the small CNN at width "
                   f"{DETECTOR_PARAMS['width']}, on both sets' training images, no val or test image). "
+                  + "".join(f"'{name}': the first's settings with {json.dumps(params)}. " for name, params in SEGDEC_ABLATIONS.items())
+                  + "The Dice term is one Dice per image unless said otherwise. "
                   "The summary's segdec_* keys come from the variant with the best mean validation AUROC."]
     trivial = _flag_everything_f1(dataset)
     if trivial is not None:
@@ -297,7 +307,7 @@ def _pixel(group: list[dict], key: str) -> str:
     return _mean_std(values) if values else "-"
 
 
-SEGDEC_MODELS = ("SegDec", "SegDec (no DLI)", "SegDec (60 epochs)", SEGDEC_SSL)
+SEGDEC_MODELS = ("SegDec", "SegDec (no DLI)", "SegDec (60 epochs)", SEGDEC_SSL, *SEGDEC_ABLATIONS)
 
 
 def segdec_summary(rows: list[dict]) -> dict:
@@ -307,7 +317,12 @@ def segdec_summary(rows: list[dict]) -> dict:
     mt = [r for r in rows if r["dataset"] == "magnetic_tile" and r["model"] in SEGDEC_MODELS]
     if not mt:
         return dict.fromkeys(("segdec_mt_k40_auroc", "segdec_mt_k80_auroc", "segdec_mt_k80_pixel_auroc"))
-    best = max({r["model"] for r in mt}, key=lambda m: _mean([r for r in mt if r["model"] == m], "val_auroc"))
+    # Only variants with rows at both K = 40 and K = 80 compete (one run at a single K would win on its
+    # own K's validation AUROC and leave the other key empty).
+    complete = {m for m in {r["model"] for r in mt} if {40, 80} <= {r["k"] for r in mt if r["model"] == m}}
+    if not complete:
+        return dict.fromkeys(("segdec_mt_k40_auroc", "segdec_mt_k80_auroc", "segdec_mt_k80_pixel_auroc"))
+    best = max(complete, key=lambda m: _mean([r for r in mt if r["model"] == m], "val_auroc"))
 
     def mean_of(k: int, key: str):
         return _mean([r for r in mt if r["model"] == best and r["k"] == k], key)

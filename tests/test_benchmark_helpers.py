@@ -365,3 +365,16 @@ def test_runs_record_the_cpu_model_that_the_benchmarks_name(tmp_path):
     # The same seed can train differently on two CPU models, so each run says which one it had.
     assert environment()["cpu"] == cpu_model()
     assert f"({cpu_model()})" in _table.machine_description()
+
+
+def test_segdec_summary_picks_only_variants_run_at_both_target_k():
+    import side_by_side
+
+    def row(model, k, val, auroc):
+        return {"dataset": "magnetic_tile", "model": model, "k": k, "val_auroc": val, "auroc": auroc, "pixel_auroc": 0.7}
+
+    rows = [row("SegDec", 40, 0.80, 0.81), row("SegDec", 80, 0.82, 0.83),
+            row("SegDec (batch Dice)", 80, 0.99, 0.95)]  # one K only: its higher val must not win
+    summary = side_by_side.segdec_summary(rows)
+    assert summary == {"segdec_mt_k40_auroc": 0.81, "segdec_mt_k80_auroc": 0.83, "segdec_mt_k80_pixel_auroc": 0.7}
+    assert all(v is None for v in side_by_side.segdec_summary(rows[2:]).values())
