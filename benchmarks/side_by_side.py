@@ -57,12 +57,13 @@ SEGDEC_LONG_PARAMS: dict = {"epochs": 60, "eval_every": 5}
 # The marker is resolved once, in the parent, before the fits start side by side.
 SEGDEC_SSL = "SegDec (our SSL encoder)"
 SSL_MARKER = "ours"
-# Two parts of SegDec's recipe taken out one at a time (the 15-epoch settings otherwise): the Dice term
-# pooled over the batch instead of one Dice per image, and the image score read from the map (its
-# largest pixel probability) instead of the decision head.
+# Parts of SegDec's recipe changed one at a time (the 15-epoch settings otherwise): the Dice term pooled
+# over the batch instead of one Dice per image, the image score read from the map (its largest pixel
+# probability) instead of the decision head, and the encoder at SegDec's own default width.
 SEGDEC_ABLATIONS: dict[str, dict] = {
     "SegDec (batch Dice)": {"seg_loss_params": {"per_image_dice": False}},
     "SegDec (map-max score)": {"image_score": "map_max"},
+    "SegDec (width 16)": {"width": 16},  # SegDec's own default width (the common one is 8)
 }
 SEGMENTATION_RESULTS = REPO / "benchmarks" / "results" / "segmentation"
 SPEED_TRAIN_LIMIT = 64
