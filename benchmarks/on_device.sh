@@ -95,6 +95,7 @@ ABLATION="--encoders resnet18 --losses bce_dice --blends poisson cutpaste --keep
 FRACTIONS="--encoders resnet18 --losses bce_dice weighted_ce --injection on off --fractions 0.1 0.25 0.5 0.75"
 SSL_PAIRS="--encoders cnn --losses focal bce_dice --injection off --weights scratch ssl"
 ZERO_LABEL="benchmarks/zero_label.py --budget gpu --seeds 0 1 2 --jobs 3"
+encoders() { stage encoders $SEG --seeds 0 1 2 --jobs 8 $ENCODERS; }
 pixels() {
   (
     export OMP_NUM_THREADS=1
@@ -102,7 +103,7 @@ pixels() {
       --models SegDec "SegDec (no DLI)" "SegDec (60 epochs)" &
     (
       stage table1 $SEG --seeds 0 1 2 --jobs 8 $TABLE1
-      stage encoders $SEG --seeds 0 1 2 --jobs 8 $ENCODERS
+      encoders
       stage ablation $SEG --seeds 0 1 2 --jobs 8 $ABLATION
       stage fractions $SEG --seeds 0 1 2 --jobs 8 $FRACTIONS
       stage ssl $SEG --seeds 0 1 2 --jobs 8 $SSL_PAIRS
@@ -158,7 +159,7 @@ for name in "${STAGES[@]}"; do
     pixels) pixels ;;
     pixels_wide) pixels_wide ;;
     pixels_seeds) pixels_seeds ;;
-    encoders) OMP_NUM_THREADS=1 stage encoders $SEG --seeds 0 1 2 --jobs 8 $ENCODERS ;;
+    encoders) (export OMP_NUM_THREADS=1; encoders) ;;
     fractions_wce) OMP_NUM_THREADS=1 stage fractions_wce $SEG --seeds 0 --jobs 8 $FRACTIONS ;;
     levers) levers ;;
     mining_seg) OMP_NUM_THREADS=1 stage mining_seg benchmarks/mining_sweep.py --datasets magnetic_tile_seg_s0 --seeds 0,1,2 \

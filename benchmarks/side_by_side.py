@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import FitFailed, kept_row, machine_description, machines_summary, replace_section, run_in_parallel, score_speed, split_code, subprocess_env, update_summary  # noqa: E402
 from fcdd_benchmark import DETECTOR_PARAMS, IMAGE_SIZE, REFERENCE, _mean_std  # noqa: E402
+from levers import SSL_EPOCHS, SSL_WEIGHTS, ssl_weights  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "side_by_side"
 DATASETS = ("magnetic_tile", "elpv")
@@ -54,9 +55,8 @@ SEGDEC_PARAMS: dict = {"epochs": 15, "eval_every": 3}
 SEGDEC_LONG_PARAMS: dict = {"epochs": 60, "eval_every": 5}
 # The same 15-epoch SegDec with its U-Net encoder initialised from our self-supervised weights (the small
 # CNN at the common width, pretrained by levers.py's ssl stage on both sets' unlabelled training images).
-# The marker is resolved once, in the parent, before the fits start side by side.
+# levers.py's marker for those weights is resolved once, in the parent, before the fits start side by side.
 SEGDEC_SSL = "SegDec (our SSL encoder)"
-SSL_MARKER = "ours"
 # Parts of SegDec's recipe changed one at a time (the 15-epoch settings otherwise): the Dice term pooled
 # over the batch instead of one Dice per image, the image score read from the map (its largest pixel
 # probability) instead of the decision head, and the encoder at SegDec's own default width.
@@ -77,7 +77,7 @@ def our_models() -> dict[str, tuple[str, dict]]:
     models["SegDec"] = ("segdec", SEGDEC_PARAMS)
     models["SegDec (no DLI)"] = ("segdec", {**SEGDEC_PARAMS, "injection": False})
     models["SegDec (60 epochs)"] = ("segdec", SEGDEC_LONG_PARAMS)
-    models[SEGDEC_SSL] = ("segdec", {**SEGDEC_PARAMS, "backbone_weights": SSL_MARKER})
+    models[SEGDEC_SSL] = ("segdec", {**SEGDEC_PARAMS, "backbone_weights": SSL_WEIGHTS})
     models.update({name: ("segdec", {**SEGDEC_PARAMS, **params}) for name, params in SEGDEC_ABLATIONS.items()})
     return models
 
@@ -86,10 +86,8 @@ def resolve_ssl_weights(jobs: list[dict], root: Path) -> None:
     """Give every job of a model initialised from our self-supervised weights the weights file, pretraining
     it first (once, here) where a job of that model still has to run."""
     pending = [job for job in jobs if job["family"] == "ours" and not job.get("speed")
-               and our_models()[job["model"]][1].get("backbone_weights") == SSL_MARKER and not _path(job, root).is_file()]
+               and our_models()[job["model"]][1].get("backbone_weights") == SSL_WEIGHTS and not _path(job, root).is_file()]
     if pending:
-        from levers import ssl_weights
-
         weights = ssl_weights({"width": DETECTOR_PARAMS["width"]}, IMAGE_SIZE, quiet=False)
         for job in pending:
             job["weights_file"] = weights
@@ -107,7 +105,7 @@ def run_ours(job: dict) -> dict:
     from defectmine.pipeline import RunConfig, fit_and_evaluate, prepare_data
 
     registry_name, params = our_models()[job["model"]]
-    if params.get("backbone_weights") == SSL_MARKER:
+    if params.get("backbone_weights") == SSL_WEIGHTS:
         params = {**params, "backbone_weights": job["weights_file"]}
     config = RunConfig(data=job["dataset"], detector=registry_name, k=job["k"], seed=job["seed"],
                        image_size=IMAGE_SIZE, quiet=True,
@@ -279,8 +277,6 @@ def side_by_side_table(rows: list[dict], speed_rows: list[dict], dataset: str) -
             f"{_fmt(r['f1'])} | {_fmt(r['accuracy'])} | - | - | {r['fit_seconds']:.1f} | "
             f"{_fmt(speed.get('ms_per_image_b32'), 2)} | {_fmt(speed.get('ms_per_image_b1'), 2)} | {r['peak_rss_mb']:.0f} |")
     if any(r["dataset"] == dataset and r["model"] in SEGDEC_MODELS for r in rows):
-        from levers import SSL_EPOCHS
-
         lines += ["", f"SegDec settings: {json.dumps(SEGDEC_PARAMS)} over the common ones (its own defaults otherwise: "
                   "`cnn` encoder, decoder channels (32, 16, 8), DLI with keep_clean 0.5, selection on the mean of val "
                   "image and pixel AUROC); 'SegDec (no DLI)' the same with injection off. Pixel metrics over the test "
@@ -317,8 +313,6 @@ def segdec_summary(rows: list[dict]) -> dict:
     and the mean pixel AUROC at K = 80 of the SegDec variant with the best mean *validation* AUROC there
     (None where not run)."""
     mt = [r for r in rows if r["dataset"] == "magnetic_tile" and r["model"] in SEGDEC_MODELS]
-    if not mt:
-        return dict.fromkeys(("segdec_mt_k40_auroc", "segdec_mt_k80_auroc", "segdec_mt_k80_pixel_auroc"))
     # Only variants with rows at both K = 40 and K = 80 compete (one run at a single K would win on its
     # own K's validation AUROC and leave the other key empty).
     complete = {m for m in {r["model"] for r in mt} if {40, 80} <= {r["k"] for r in mt if r["model"] == m}}
