@@ -69,7 +69,7 @@ def test_image_score_is_the_max_of_the_mean_filtered_map():
 def test_network_maps_are_full_resolution():
     network = DRAEMNetwork(channels=1, width=4, depth=3).eval()
     reconstruction, logits = network(torch.zeros(2, 1, 40, 24))
-    assert reconstruction.shape == (2, 1, 40, 24) and logits.shape == (2, 2, 40, 24)
+    assert reconstruction.shape == (2, 1, 40, 24) and logits.shape == (2, 1, 40, 24)
 
 
 @pytest.mark.parametrize("params, match", [
@@ -95,3 +95,24 @@ def test_labelled_defects_with_and_without_masks_enter_the_loss():
     one_unknown = detector._loss(network, (images, images, masks, recon_rows, torch.tensor([True, True, True, False])))
     assert torch.isfinite(all_known) and torch.isfinite(one_unknown)
     assert not torch.isclose(all_known, one_unknown)  # the image-level term replaces row 3's mask term
+
+
+def test_the_scored_map_is_the_channel_the_focal_loss_trains():
+    """A few steps on one masked batch raise the scored map inside the mask and lower it outside
+    (a scored channel the loss never trains stays flat: the map would localise nothing)."""
+    torch.manual_seed(0)
+    detector = create("draem", device="cpu", width=4, depth=2, quiet=True)
+    network = detector.network_ = DRAEMNetwork(1, 4, 2)
+    images = torch.randn(2, 1, 16, 16)
+    masks = torch.zeros(2, 16, 16, dtype=torch.long)
+    masks[:, 4:10, 4:10] = 1
+    rows = torch.ones(2, dtype=torch.bool)
+    optimiser = torch.optim.Adam(network.parameters(), lr=1e-2)
+    for _ in range(40):
+        optimiser.zero_grad()
+        detector._loss(network, (images, images, masks, rows, rows)).backward()
+        optimiser.step()
+    with torch.no_grad():
+        _, maps = detector._forward_scores(images)
+    inside = masks.bool()
+    assert maps[inside].mean() > maps[~inside].mean() + 0.3

@@ -122,12 +122,15 @@ class EncoderDecoder(nn.Module):
 
 
 class DRAEMNetwork(nn.Module):
-    """forward(x) -> (reconstruction (N, C, H, W), defect logits (N, 2, H, W): background, defect)."""
+    """forward(x) -> (reconstruction (N, C, H, W), defect logits (N, 1, H, W)).
+
+    One channel: `segment.losses.focal` is a per-class sigmoid over class-index targets (0 background,
+    1 defect), so channel 0 is the defect logit; a background channel would learn nothing of its own."""
 
     def __init__(self, channels: int, width: int, depth: int):
         super().__init__()
         self.reconstructive = EncoderDecoder(channels, channels, width, depth, skips=False)
-        self.discriminative = EncoderDecoder(2 * channels, 2, width, depth, skips=True)
+        self.discriminative = EncoderDecoder(2 * channels, 1, width, depth, skips=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reconstruction = self.reconstructive(x)
@@ -230,12 +233,12 @@ class DRAEM(TrainedDetector):
         if known.any():
             loss = loss + focal(logits[known], masks[known], gamma=self.config.focal_gamma)
         if not known.all():  # labelled defects without a mask: the strongest pixels should say "defect"
-            defect_logits = logits[~known, 1].flatten(1)
+            defect_logits = logits[~known, 0].flatten(1)
             top = defect_logits.topk(max(1, defect_logits.shape[1] // 100), dim=1).values.mean(dim=1)
             loss = loss + F.binary_cross_entropy_with_logits(top, torch.ones_like(top))
         return loss
 
     def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, logits = self.network_(batch)
-        defect_map = torch.sigmoid(logits[:, 1])
+        defect_map = torch.sigmoid(logits[:, 0])
         return image_score(defect_map, self.config.score_pool), defect_map
