@@ -45,6 +45,9 @@ BUDGETS = {"smoke": PARAMS, "gpu": GPU_PARAMS}
 # With labelled defects (K > 0) the VAE trains on them only through its anomaly hinge (off by default).
 LABELLED_PARAMS = {"vae_gradcam": {"anomaly_weight": 10.0}}
 CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10), ("vae_gradcam", 10)]
+# Measured levers, run by name (`--configs draem_src3:0`), kept beside their detector's rows and out of
+# the best-of summary until adopted as a default (on val, then re-run everywhere).
+LEVERS = {"draem_src3": ("draem", {"source_ops": 3})}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"
@@ -143,20 +146,21 @@ def run_peer_draem(dataset: str, seed: int, budget: str) -> dict:
     }
 
 
-def run_one(dataset: str, detector_name: str, k: int, seed: int, budget: str = "smoke") -> dict:
+def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "smoke") -> dict:
     import torch
 
-    if detector_name == PEER:
+    if config_name == PEER:
         return run_peer_draem(dataset, seed, budget)
+    detector_name, lever = LEVERS.get(config_name, (config_name, {}))
 
     from defectmine.evaluation import image_metrics
     from defectmine.evaluation.thresholds import mean_std_threshold
     from defectmine.pipeline import RunConfig, fit_run, prepare_data
 
-    params = {**BUDGETS[budget][detector_name], **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
+    params = {**BUDGETS[budget][detector_name], **lever, **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
     config = RunConfig(data=dataset, detector=detector_name, detector_params=dict(params), k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
-    result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{detector_name}-k{k}-s{seed}-{budget}",
+    result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{config_name}-k{k}-s{seed}-{budget}",
                      overwrite=True)
     detector, metrics = result.detector, result.metrics
     data = prepare_data(config)
@@ -182,9 +186,9 @@ def run_one(dataset: str, detector_name: str, k: int, seed: int, budget: str = "
 
     timings = score_speed(score, data.test.raw_images())
     return {
-        "dataset": dataset, "detector": detector_name, "k": k, "seed": seed, "params": params, "budget": budget,
+        "dataset": dataset, "detector": config_name, "k": k, "seed": seed, "params": params, "budget": budget,
         "auroc": metrics["test"]["auroc"], "auprc": metrics["test"]["auprc"], "f1": metrics["test"]["f1"],
-        "f1_mean_std": f1_mean_std, "maps": maps,
+        "val_auroc": metrics["val"].get("auroc"), "f1_mean_std": f1_mean_std, "maps": maps,
         "fit_seconds": metrics["timing"]["fit_seconds"], **timings,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "best_epoch": metrics["training"]["best_epoch"], "threads": torch.get_num_threads(),
@@ -226,17 +230,21 @@ def _groups(rows):
 
 
 def render(rows: list[dict], command: str) -> tuple[str, dict]:
-    ours = [r for r in rows if not r["detector"].startswith("fcdd") and r["detector"] != PEER]
+    ours = [r for r in rows if not r["detector"].startswith("fcdd") and r["detector"] != PEER
+            and r["detector"] not in LEVERS]
+    levers = [r for r in rows if r["detector"] in LEVERS]
     peer = [r for r in rows if r["detector"] == PEER]
     lines = [
         f"Command: `{command}`  ",
-        f"Date: {time.strftime('%Y-%m-%d')}; rows ran on: {machines_summary(r['machine'] for r in ours + peer)}.  ",
+        f"Date: {time.strftime('%Y-%m-%d')}; rows ran on: {machines_summary(r['machine'] for r in ours + peer + levers)}.  ",
         f"Settings: {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, fixed splits, from scratch; vae_gradcam {PARAMS['vae_gradcam']} "
         f"(5 blocks, latent 32, beta 1e-3, lambda 0.01, t 20); draem {PARAMS['draem']} (synthetic perlin + cutpaste + "
         f"poisson from the training images); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
         f"draem {GPU_PARAMS['draem']}. Image threshold max-F1 on val (F1 mean+std: the paper's mean + 1 std of "
         "the val normals); pixel threshold max-Dice on val; metrics on test; mean ± std over seeds. Machines were "
-        "shared with other jobs: timings are upper bounds. FCDD rows: its own benchmark (25 epochs, stride-8 maps).",
+        "shared with other jobs: timings are upper bounds. FCDD rows: its own benchmark (25 epochs, stride-8 maps). "
+        "Levers (measured options, not in the targets' best-of): "
+        + "; ".join(f"{name} = {det} with {opts}" for name, (det, opts) in LEVERS.items()) + ".",
         "",
         "| dataset | detector | K | seeds | image AUROC | AUPRC | F1 (max-F1) | F1 (mean+std) | map | pixel AUROC | AUPRO 30% | Dice | IoU | fit s | ms/img b32 | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -308,8 +316,38 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         target_lines.append("- ahead of anomalib Draem at the same budget: peer not run yet (`benchmarks/.venv/bin/python "
                             "benchmarks/zero_label.py --configs anomalib_draem:0`, or `on_device.sh draem_peer`); "
                             "`draem_peer_mt_k0_auroc` is null.")
+    target_lines += _lever_lines(ours, levers)
     figures = [f"", *[f"![{p.stem}](benchmarks/results/zero_label/{p.name})" for p in sorted(RESULTS.glob("*.png"))]]
     return "\n".join(lines + per_class + target_lines + figures), summary
+
+
+def _lever_lines(ours: list[dict], levers: list[dict]) -> list[str]:
+    """Each lever beside its detector on the seeds both ran (same dataset, K, budget): val AUROC first,
+    as a lever is adopted on val only; test image and pixel AUROC after."""
+    lines = []
+    for (dataset, name, k), group in _groups(levers):
+        detector = LEVERS[group[0]["detector"]][0]
+        budget = group[0].get("budget", "smoke")
+        base = {r["seed"]: r for r in ours if r["dataset"] == dataset and r["detector"] == detector and r["k"] == k
+                and r.get("budget", "smoke") == budget}
+        pairs = [(r, base[r["seed"]]) for r in group if r["seed"] in base]
+        if not pairs:
+            continue
+
+        def mean(rows, get):
+            got = [get(r) for r in rows]
+            return "n/a" if any(v is None for v in got) else f"{sum(got) / len(got):.3f}"
+
+        def pixel(r):
+            return (r["maps"].get("defect map", {}).get("all") or {}).get("pixel_auroc")
+
+        cells = []
+        for label, get in (("val AUROC", lambda r: r.get("val_auroc")), ("test AUROC", lambda r: r["auroc"]),
+                           ("test pixel AUROC", pixel)):
+            cells.append(f"{label} {mean([a for a, _ in pairs], get)} vs {mean([b for _, b in pairs], get)}")
+        seeds = sorted(a["seed"] for a, _ in pairs)
+        lines.append(f"- lever {name} vs {detector}, {dataset} K = {k}, seeds {seeds}: " + "; ".join(cells) + ".")
+    return ["", "Levers beside their detector (same seeds):", "", *lines] if lines else []
 
 
 def main() -> None:

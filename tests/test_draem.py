@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from defectmine.data.perlin import perlin_mask, perlin_noise, synthetic_defects
+from defectmine.data.perlin import SOURCE_OPS, augment_source, perlin_mask, perlin_noise, synthetic_defects
 from defectmine.errors import ConfigError, DataError
 from defectmine.models.draem import DRAEMNetwork, image_score, ssim
 from defectmine.models.registry import create
@@ -72,12 +72,43 @@ def test_network_maps_are_full_resolution():
     assert reconstruction.shape == (2, 1, 40, 24) and logits.shape == (2, 1, 40, 24)
 
 
+def test_source_ops_change_the_perlin_texture_and_nothing_outside_its_mask():
+    images = _batch()
+    plain, plain_masks = synthetic_defects(images, np.random.default_rng(3), kinds=["perlin"], clean_share=0.0)
+    again, _ = synthetic_defects(images, np.random.default_rng(3), kinds=["perlin"], clean_share=0.0, source_ops=0)
+    np.testing.assert_array_equal(plain, again)
+    # 0 ops draws what the code before source_ops drew (these sums are its output), so kept rows reproduce
+    assert (int(plain.astype(np.int64).sum()), int(plain_masks.sum())) == (763547, 559)
+    mixed, mixed_masks = synthetic_defects(images, np.random.default_rng(3))
+    assert (int(mixed.astype(np.int64).sum()), int(mixed_masks.sum())) == (764711, 118)
+    changed, masks = synthetic_defects(images, np.random.default_rng(3), kinds=["perlin"], clean_share=0.0,
+                                       source_ops=3)
+    assert not ((changed != images).any(axis=1) & ~masks).any()
+    assert (changed != plain).any()
+    with pytest.raises(ConfigError, match="source_ops"):
+        synthetic_defects(images, np.random.default_rng(0), source_ops=2.5)
+
+
+@pytest.mark.parametrize("op", sorted(SOURCE_OPS))
+def test_each_source_op_keeps_shape_and_range(op):
+    rng = np.random.default_rng(1)
+    for channels in (1, 3):
+        image = rng.integers(0, 256, (20, 24, channels)).astype(np.float32)
+        out = np.clip(SOURCE_OPS[op](image, np.random.default_rng(2)), 0, 255)
+        assert out.shape == image.shape
+    gray = rng.integers(40, 200, (20, 24, 1)).astype(np.uint8)
+    assert augment_source(gray, np.random.default_rng(0), len(SOURCE_OPS)).dtype == np.uint8
+    assert augment_source(gray, np.random.default_rng(0), 0) is gray
+
+
 @pytest.mark.parametrize("params, match", [
     ({"defects": ["dtd"]}, "defects"),
     ({"synthetic": "cutpaste"}, "not `synthetic`"),
     ({"backbone": "resnet18"}, "own networks"),
     ({"score_pool": 4}, "score_pool"),
     ({"clean_share": 1.0}, "clean_share"),
+    ({"source_ops": 10}, "source_ops"),
+    ({"source_ops": -1}, "source_ops"),
 ])
 def test_bad_options_are_named(params, match):
     with pytest.raises(ConfigError, match=match):

@@ -7,6 +7,9 @@ Each image becomes, with probability 1 - clean_share, a defective image of one k
 
 - "perlin": a thresholded Perlin-noise mask filled with another image of the batch (flipped and
   rotated, so a foreign texture), blended with opacity 1 - beta, beta in [0, 0.8) (DRAEM eq. 1);
+  with `source_ops` n > 0 that texture first goes through n photometric changes drawn from
+  `SOURCE_OPS` (DRAEM augments its anomaly source with 3 such; on a uniform surface the other images
+  are the same texture, and only these make the filled region differ);
 - "cutpaste" / "poisson": a region of another image of the batch (a Perlin blob or a thin scar) cut
   out and pasted by `defectmine.data.blending.paste` (the segmentation issue's transform, placement,
   hard paste and Poisson seamless cloning: nothing is written twice).
@@ -26,6 +29,77 @@ from defectmine.errors import ConfigError, DataError
 
 DEFECT_KINDS = ("perlin", "cutpaste", "poisson")
 _BLEND = {"cutpaste": "cutpaste", "poisson": "poisson"}
+
+
+def _per_channel(image: np.ndarray, change) -> np.ndarray:
+    return np.stack([change(np.ascontiguousarray(image[..., c])) for c in range(image.shape[-1])], axis=-1)
+
+
+def _gamma(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return 255.0 * (image / 255.0) ** rng.uniform(0.5, 2.0)
+
+
+def _brightness(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return image * rng.uniform(0.8, 1.2) + rng.uniform(-30, 30)
+
+
+def _sharpness(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    blurred = _per_channel(image, lambda ch: cv2.GaussianBlur(ch, (3, 3), 0))  # factor 0: blurred, 1: unchanged, 2: sharpened
+    return blurred + rng.uniform(0.0, 2.0) * (image - blurred)
+
+
+def _solarize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.where(image >= rng.uniform(32, 128), 255.0 - image, image)
+
+
+def _posterize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    drop = 8 - int(rng.integers(2, 8))  # keep 2-7 bits
+    return np.floor(image / 2**drop) * 2**drop
+
+
+def _invert(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return 255.0 - image
+
+
+def _autocontrast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    low, high = image.min(axis=(0, 1)), image.max(axis=(0, 1))
+    return (image - low) * (255.0 / np.maximum(high - low, 1.0))
+
+
+def _equalize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _per_channel(np.clip(image, 0, 255).astype(np.uint8), cv2.equalizeHist).astype(np.float32)
+
+
+def _rotate(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-45, 45), 1.0)
+    return _per_channel(image, lambda ch: cv2.warpAffine(ch, turn, (w, h), borderMode=cv2.BORDER_REFLECT))
+
+
+# DRAEM's anomaly-source changes that need no colour (hue and saturation would not apply to grayscale)
+SOURCE_OPS = {"gamma": _gamma, "brightness": _brightness, "sharpness": _sharpness, "solarize": _solarize,
+              "posterize": _posterize, "invert": _invert, "autocontrast": _autocontrast, "equalize": _equalize,
+              "rotate": _rotate}
+
+
+def check_source_ops(n_ops) -> int:
+    """`n_ops` if it is a count of `SOURCE_OPS` changes (0 to all of them), else a ConfigError."""
+    if isinstance(n_ops, bool) or not isinstance(n_ops, (int, np.integer)) or not 0 <= n_ops <= len(SOURCE_OPS):
+        raise ConfigError(f"source_ops={n_ops!r}: use a whole number in [0, {len(SOURCE_OPS)}] "
+                          f"(changes drawn from {', '.join(SOURCE_OPS)}).")
+    return int(n_ops)
+
+
+def augment_source(image_hwc: np.ndarray, rng: np.random.Generator, n_ops: int) -> np.ndarray:
+    """`image_hwc` (uint8, H x W x C) after `n_ops` distinct changes drawn from `SOURCE_OPS`, in a random
+    order: a texture source unlike the surface it is pasted into. `n_ops` 0 returns it unchanged and
+    draws nothing from `rng`."""
+    if check_source_ops(n_ops) == 0:
+        return image_hwc
+    out = image_hwc.astype(np.float32)
+    for name in rng.choice(list(SOURCE_OPS), size=int(n_ops), replace=False):
+        out = np.clip(SOURCE_OPS[name](out, rng), 0, 255).astype(np.float32)
+    return out.round().astype(np.uint8)
 
 
 def perlin_noise(shape: tuple[int, int], resolution: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -85,10 +159,11 @@ def _foreign_texture(image_hwc: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.ascontiguousarray(out)
 
 
-def _perlin_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _perlin_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator,
+                   source_ops: int = 0) -> tuple[np.ndarray, np.ndarray]:
     mask = perlin_mask(target.shape[:2], rng)
     beta = rng.uniform(0.0, 0.8)
-    texture = _foreign_texture(source, rng).astype(np.float32)
+    texture = augment_source(_foreign_texture(source, rng), rng, source_ops).astype(np.float32)
     blended = (1 - beta) * texture + beta * target.astype(np.float32)
     out = target.copy()
     out[mask] = np.clip(blended[mask], 0, 255).astype(np.uint8)
@@ -110,18 +185,20 @@ def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str,
 
 
 def synthetic_defects(images: np.ndarray, rng: np.random.Generator, *, kinds: Sequence[str] = DEFECT_KINDS,
-                      clean_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                      clean_share: float = 0.5, source_ops: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic defects in a batch of normal images (module docstring).
 
     images: uint8 (B, C, H, W), C = 1 or 3, B >= 1 (the textures come from the other images of the
     batch; a batch of one uses its own image). Returns new images (B, C, H, W) uint8 and masks
     (B, H, W) bool, all False for the images left clean (a share `clean_share`, drawn per image).
+    source_ops: photometric changes applied to each "perlin" texture source (`augment_source`).
     """
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     if not kinds or any(k not in DEFECT_KINDS for k in kinds):
         raise ConfigError(f"synthetic defect kinds {kinds!r}: use one or more of {', '.join(DEFECT_KINDS)}.")
     if isinstance(clean_share, bool) or not isinstance(clean_share, (int, float)) or not 0 <= clean_share < 1:
         raise ConfigError(f"clean_share={clean_share!r}: use a share in [0, 1).")
+    check_source_ops(source_ops)
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         shape = getattr(images, "shape", None)
         raise DataError(f"synthetic_defects takes uint8 numpy images (B, C, H, W), C = 1 or 3; got {shape}. "
@@ -134,7 +211,7 @@ def synthetic_defects(images: np.ndarray, rng: np.random.Generator, *, kinds: Se
         source = hwc[(i + 1 + int(rng.integers(0, max(1, len(images) - 1)))) % len(images)]
         kind = kinds[int(rng.integers(len(kinds)))]
         if kind == "perlin":
-            out[i], masks[i] = _perlin_defect(hwc[i], source, rng)
+            out[i], masks[i] = _perlin_defect(hwc[i], source, rng, source_ops)
         else:
             out[i], masks[i] = _pasted_defect(hwc[i], source, kind, rng)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), masks

@@ -26,7 +26,7 @@ from torch import nn
 
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec, normalise
-from defectmine.data.perlin import DEFECT_KINDS, synthetic_defects
+from defectmine.data.perlin import DEFECT_KINDS, check_source_ops, synthetic_defects
 from defectmine.errors import ConfigError
 from defectmine.evaluation.selection import validation_value
 from defectmine.models.augment import augment_images, augment_parts
@@ -46,6 +46,8 @@ class DRAEMConfig(TrainingConfig):
     depth: down-sampling levels of both networks (image sides should be multiples of 2**depth).
     defects: synthetic defect kinds, a subset of ("perlin", "cutpaste", "poisson").
     clean_share: share of the normal training images left clean in each batch (DRAEM: 0.5).
+    source_ops: photometric changes given to each "perlin" texture source (gamma, brightness, invert, ...;
+        DRAEM: 3). 0 (the default, as benchmarked) fills the region with another training image as it is.
     anomaly_share: share of each batch given to labelled defects when there are any.
     score_pool: side of the mean filter applied before the maximum that is the image score (odd).
     focal_gamma: gamma of the focal loss of the defect map.
@@ -61,6 +63,7 @@ class DRAEMConfig(TrainingConfig):
     depth: int = 4
     defects: list[str] | None = None
     clean_share: float = 0.5
+    source_ops: int = 0
     score_pool: int = 11
     focal_gamma: float = 2.0
     synthetic: str = "none"
@@ -82,6 +85,10 @@ class DRAEMConfig(TrainingConfig):
             raise ConfigError(f"{name}: defects={self.defects!r}; use a list of {', '.join(DEFECT_KINDS)}.")
         if not 0 <= self.clean_share < 1:
             raise ConfigError(f"{name}: clean_share={self.clean_share} must be in [0, 1).")
+        try:
+            check_source_ops(self.source_ops)
+        except ConfigError as error:
+            raise ConfigError(f"{name}: {error}") from None
         if self.anomaly_share is None or not 0 < self.anomaly_share < 1:
             raise ConfigError(f"{name}: anomaly_share={self.anomaly_share} must be in (0, 1).")
         if self.score_pool < 1 or self.score_pool % 2 == 0:
@@ -207,7 +214,8 @@ class DRAEM(TrainedDetector):
                 clean = normal_px[batch.normal]
                 if augment:
                     clean = augment_images(clean, augment, generator)
-                defective, masks = synthetic_defects(clean.numpy(), rng, kinds=kinds, clean_share=cfg.clean_share)
+                defective, masks = synthetic_defects(clean.numpy(), rng, kinds=kinds, clean_share=cfg.clean_share,
+                                                     source_ops=cfg.source_ops)
                 images, masks = torch.from_numpy(defective), torch.from_numpy(masks)
                 targets, known = clean, torch.ones(len(clean), dtype=torch.bool)
                 recon_rows = torch.ones(len(clean), dtype=torch.bool)
