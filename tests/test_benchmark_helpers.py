@@ -378,3 +378,21 @@ def test_segdec_summary_picks_only_variants_run_at_both_target_k():
     summary = side_by_side.segdec_summary(rows)
     assert summary == {"segdec_mt_k40_auroc": 0.81, "segdec_mt_k80_auroc": 0.83, "segdec_mt_k80_pixel_auroc": 0.7}
     assert all(v is None for v in side_by_side.segdec_summary(rows[2:]).values())
+
+
+def test_zero_label_levers_stay_out_of_the_targets_and_compare_on_shared_seeds_val_first():
+    import zero_label
+
+    def row(detector, seed, auroc, val, pixel):
+        return {"dataset": "magnetic_tile", "detector": detector, "k": 0, "seed": seed, "budget": "gpu",
+                "params": {"epochs": 40}, "auroc": auroc, "auprc": 0.5, "f1": 0.5, "val_auroc": val,
+                "maps": {"defect map": {"all": {"pixel_auroc": pixel}, "per_class": {}}}, "fit_seconds": 1.0,
+                "machine": "2 CPU cores, no GPU (code c)"}
+
+    rows = [row("draem", 0, 0.70, 0.80, 0.60), row("draem", 1, 0.72, 0.82, 0.62),
+            row("draem_src3", 0, 0.95, 0.90, 0.93)]
+    text, summary = zero_label.render(rows, "cmd")
+    assert summary["mt_k0_best_image_auroc"] == pytest.approx(0.71)  # the lever's 0.95 is not a target's best
+    lever = [line for line in text.splitlines() if line.startswith("- lever draem_src3")]
+    assert lever == ["- lever draem_src3 (40 epochs) vs draem, magnetic_tile K = 0, seeds [0]: val AUROC 0.900 vs "
+                     "0.800; test AUROC 0.950 vs 0.700; test pixel AUROC 0.930 vs 0.600."]
