@@ -334,17 +334,18 @@ def _lever_lines(ours: list[dict], levers: list[dict]) -> list[str]:
         if not pairs:
             continue
 
-        def mean(rows, get):
-            got = [get(r) for r in rows]
-            return "n/a" if any(v is None for v in got) else f"{sum(got) / len(got):.3f}"
-
         def pixel(r):
             return (r["maps"].get("defect map", {}).get("all") or {}).get("pixel_auroc")
 
         cells = []
         for label, get in (("val AUROC", lambda r: r.get("val_auroc")), ("test AUROC", lambda r: r["auroc"]),
                            ("test pixel AUROC", pixel)):
-            cells.append(f"{label} {mean([a for a, _ in pairs], get)} vs {mean([b for _, b in pairs], get)}")
+            # rows kept from before val AUROC was recorded have none: compare on the seeds that have both
+            both = [(get(a), get(b), a["seed"]) for a, b in pairs if get(a) is not None and get(b) is not None]
+            if both:
+                lever_mean, base_mean = (sum(x[i] for x in both) / len(both) for i in (0, 1))
+                on = "" if len(both) == len(pairs) else f" (seeds {[x[2] for x in both]})"
+                cells.append(f"{label} {lever_mean:.3f} vs {base_mean:.3f}{on}")
         seeds = sorted(a["seed"] for a, _ in pairs)
         lines.append(f"- lever {name} vs {detector}, {dataset} K = {k}, seeds {seeds}: " + "; ".join(cells) + ".")
     return ["", "Levers beside their detector (same seeds):", "", *lines] if lines else []
