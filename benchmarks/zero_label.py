@@ -321,6 +321,10 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
     return "\n".join(lines + per_class + target_lines + figures), summary
 
 
+def _defect_map_pixel_auroc(row: dict) -> float | None:
+    return (row["maps"].get("defect map", {}).get("all") or {}).get("pixel_auroc")
+
+
 def _lever_lines(ours: list[dict], levers: list[dict]) -> list[str]:
     """Each lever beside its detector on the seeds both ran (same dataset, K, budget): val AUROC first,
     as a lever is adopted on val only; test image and pixel AUROC after."""
@@ -334,12 +338,9 @@ def _lever_lines(ours: list[dict], levers: list[dict]) -> list[str]:
         if not pairs:
             continue
 
-        def pixel(r):
-            return (r["maps"].get("defect map", {}).get("all") or {}).get("pixel_auroc")
-
         cells = []
         for label, get in (("val AUROC", lambda r: r.get("val_auroc")), ("test AUROC", lambda r: r["auroc"]),
-                           ("test pixel AUROC", pixel)):
+                           ("test pixel AUROC", _defect_map_pixel_auroc)):
             # rows kept from before val AUROC was recorded have none: compare on the seeds that have both
             both = [(get(a), get(b), a["seed"]) for a, b in pairs if get(a) is not None and get(b) is not None]
             if both:

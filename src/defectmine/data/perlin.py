@@ -39,8 +39,9 @@ def _gamma(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 255.0 * (image / 255.0) ** rng.uniform(0.5, 2.0)
 
 
-def _brightness(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return image * rng.uniform(0.8, 1.2) + rng.uniform(-30, 30)
+def _brightness(image: np.ndarray, rng: np.random.Generator, gain: tuple[float, float] = (0.8, 1.2),
+                offset: tuple[float, float] = (-30, 30)) -> np.ndarray:
+    return image * rng.uniform(*gain) + rng.uniform(*offset)
 
 
 def _sharpness(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -178,8 +179,7 @@ def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str,
     pixels = _foreign_texture(source[top:top + wh, left:left + ww], rng)
     mask = _scar(pixels.shape[:2], rng) if rng.random() < 0.5 else perlin_mask(pixels.shape[:2], rng, max_scale=3)
     # brightness jitter: a patch of the same surface would otherwise often be invisible
-    gain, offset = rng.uniform(0.6, 1.4), rng.uniform(-40, 40)
-    pixels = np.clip(pixels.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+    pixels = np.clip(_brightness(pixels.astype(np.float32), rng, (0.6, 1.4), (-40, 40)), 0, 255).astype(np.uint8)
     new, label, _ = paste(target, pixels, mask, _BLEND[method], CropTransform(), rng)
     return new, label
 
