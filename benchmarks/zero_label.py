@@ -47,7 +47,8 @@ LABELLED_PARAMS = {"vae_gradcam": {"anomaly_weight": 10.0}}
 CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10), ("vae_gradcam", 10)]
 # Measured levers, run by name (`--configs draem_src3:0`), kept beside their detector's rows and out of
 # the best-of summary until adopted as a default (on val, then re-run everywhere).
-LEVERS = {"draem_src3": ("draem", {"source_ops": 3})}
+LEVERS = {"draem_src3": ("draem", {"source_ops": 3}),
+          "draem_band": ("draem", {"defects": ["perlin", "cutpaste", "poisson", "band"]})}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from defectmine.data.perlin import SOURCE_OPS, augment_source, perlin_mask, perlin_noise, synthetic_defects
+from defectmine.data.perlin import (DEFAULT_DEFECTS, SOURCE_OPS, augment_source, band_mask, perlin_mask, perlin_noise,
+                                    synthetic_defects)
 from defectmine.errors import ConfigError, DataError
 from defectmine.models.draem import DRAEMNetwork, image_score, ssim
 from defectmine.models.registry import create
@@ -26,7 +27,7 @@ def test_perlin_noise_repeats_under_a_seed_and_is_smooth():
     assert perlin_mask((32, 32), np.random.default_rng(2)).any()
 
 
-@pytest.mark.parametrize("kind", ["perlin", "cutpaste", "poisson"])
+@pytest.mark.parametrize("kind", ["perlin", "cutpaste", "poisson", "band"])
 def test_synthetic_defects_change_pixels_only_where_labelled(kind):
     images = _batch()
     out, masks = synthetic_defects(images, np.random.default_rng(0), kinds=[kind], clean_share=0.0)
@@ -38,6 +39,33 @@ def test_synthetic_defects_change_pixels_only_where_labelled(kind):
     else:
         assert not (changed & ~masks).any()
     np.testing.assert_array_equal(images, _batch())  # the input is untouched
+
+
+def test_band_masks_are_large_regions_from_one_edge_to_a_wavy_line():
+    shares, wavy = [], 0
+    for seed in range(40):
+        mask = band_mask((48, 64), np.random.default_rng(seed), reach=(0.2, 0.4))
+        assert mask.shape == (48, 64) and mask.dtype == bool
+        # one of the four sides is fully inside the band, the opposite one fully outside
+        sides = [mask[0].all(), mask[-1].all(), mask[:, 0].all(), mask[:, -1].all()]
+        opposite = [~mask[-1].any(), ~mask[0].any(), ~mask[:, -1].any(), ~mask[:, 0].any()]
+        assert any(s and o for s, o in zip(sides, opposite))
+        # every line across the band is one run from the edge: no holes, no islands
+        lines = mask if (mask[0].all() or mask[-1].all()) else mask.T
+        assert (np.abs(np.diff(lines.astype(int), axis=0)).sum(axis=0) == 1).all()
+        shares.append(mask.mean())
+        wavy += len(np.unique(lines.sum(axis=0))) > 1
+    assert 0.1 < min(shares) and max(shares) < 0.6 and wavy > 30
+    np.testing.assert_array_equal(band_mask((48, 64), np.random.default_rng(5)), band_mask((48, 64), np.random.default_rng(5)))
+
+
+def test_the_default_defects_leave_band_out():
+    images = _batch(n=40)
+    default, _ = synthetic_defects(images, np.random.default_rng(1))
+    named, _ = synthetic_defects(images, np.random.default_rng(1), kinds=list(DEFAULT_DEFECTS))
+    np.testing.assert_array_equal(default, named)
+    assert "band" not in DEFAULT_DEFECTS
+    assert create("draem", defects=["band", "perlin"]).config.defects == ["band", "perlin"]
 
 
 def test_synthetic_defects_leave_a_clean_share_and_check_inputs():

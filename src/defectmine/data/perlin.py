@@ -12,7 +12,10 @@ Each image becomes, with probability 1 - clean_share, a defective image of one k
   are the same texture, and only these make the filled region differ);
 - "cutpaste" / "poisson": a region of another image of the batch (a Perlin blob or a thin scar) cut
   out and pasted by `defectmine.data.blending.paste` (the segmentation issue's transform, placement,
-  hard paste and Poisson seamless cloning: nothing is written twice).
+  hard paste and Poisson seamless cloning: nothing is written twice);
+- "band" (not in the default `DEFAULT_DEFECTS`): the part of the image beyond a wavy line across it,
+  from one edge to 15-50 % of the way, filled with another image's texture at another brightness: a
+  large region of different finish, like Magnetic Tile's "uneven" class, which small blobs do not imitate.
 
 Pure functions: new arrays out, randomness from the `numpy.random.Generator` passed in.
 """
@@ -27,7 +30,8 @@ import numpy as np
 from defectmine.data.blending import CropTransform, paste
 from defectmine.errors import ConfigError, DataError
 
-DEFECT_KINDS = ("perlin", "cutpaste", "poisson")
+DEFECT_KINDS = ("perlin", "cutpaste", "poisson", "band")
+DEFAULT_DEFECTS = ("perlin", "cutpaste", "poisson")  # what draem draws unless told (as benchmarked)
 _BLEND = {"cutpaste": "cutpaste", "poisson": "poisson"}
 
 
@@ -150,6 +154,22 @@ def _scar(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return mask.astype(bool)
 
 
+def band_mask(shape: tuple[int, int], rng: np.random.Generator, *,
+              reach: tuple[float, float] = (0.15, 0.5)) -> np.ndarray:
+    """A bool mask of the part of the image beyond a wavy line that runs across it (horizontally or
+    vertically), measured from one edge: its mean depth a share of the side drawn in `reach`, its
+    waviness 1D Perlin noise. Never empty: every column (or row) keeps at least one pixel."""
+    h, w = shape
+    across_width = rng.random() < 0.5
+    extent, length = (h, w) if across_width else (w, h)
+    wave = perlin_noise((1, length), (1, int(rng.integers(1, 5))), rng)[0]
+    depth = rng.uniform(*reach) * extent + wave * rng.uniform(0.05, 0.2) * extent
+    mask = np.arange(extent)[:, None] < np.clip(np.round(depth), 1, extent)[None, :]
+    if rng.random() < 0.5:  # from the far edge instead
+        mask = mask[::-1]
+    return np.ascontiguousarray(mask if across_width else mask.T)
+
+
 def _foreign_texture(image_hwc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Another image made unlike its neighbours: a random flip and quarter turn (square images), or a
     flip only (non-square ones, whose shape must stay)."""
@@ -171,6 +191,17 @@ def _perlin_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Genera
     return out, mask
 
 
+def _band_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    mask = band_mask(target.shape[:2], rng)
+    # the same surface in another finish: another image's texture, shifted in brightness, partly blended
+    texture = _brightness(_foreign_texture(source, rng).astype(np.float32), rng, (0.7, 1.3), (-25, 25))
+    beta = rng.uniform(0.0, 0.5)
+    blended = (1 - beta) * texture + beta * target.astype(np.float32)
+    out = target.copy()
+    out[mask] = np.clip(blended[mask], 0, 255).astype(np.uint8)
+    return out, mask
+
+
 def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     h, w = target.shape[:2]
@@ -184,7 +215,7 @@ def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str,
     return new, label
 
 
-def synthetic_defects(images: np.ndarray, rng: np.random.Generator, *, kinds: Sequence[str] = DEFECT_KINDS,
+def synthetic_defects(images: np.ndarray, rng: np.random.Generator, *, kinds: Sequence[str] = DEFAULT_DEFECTS,
                       clean_share: float = 0.5, source_ops: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic defects in a batch of normal images (module docstring).
 
@@ -212,6 +243,8 @@ def synthetic_defects(images: np.ndarray, rng: np.random.Generator, *, kinds: Se
         kind = kinds[int(rng.integers(len(kinds)))]
         if kind == "perlin":
             out[i], masks[i] = _perlin_defect(hwc[i], source, rng, source_ops)
+        elif kind == "band":
+            out[i], masks[i] = _band_defect(hwc[i], source, rng)
         else:
             out[i], masks[i] = _pasted_defect(hwc[i], source, kind, rng)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), masks

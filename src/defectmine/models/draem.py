@@ -26,7 +26,7 @@ from torch import nn
 
 from defectmine.data.dataset import ImageDataset
 from defectmine.data.images import ImageSpec, normalise
-from defectmine.data.perlin import DEFECT_KINDS, check_source_ops, synthetic_defects
+from defectmine.data.perlin import DEFAULT_DEFECTS, DEFECT_KINDS, check_source_ops, synthetic_defects
 from defectmine.errors import ConfigError
 from defectmine.evaluation.selection import validation_value
 from defectmine.models.augment import augment_images, augment_parts
@@ -44,7 +44,8 @@ class DRAEMConfig(TrainingConfig):
     width: channels of the first level of both networks (doubled per level); DRAEM's is 128, far too
         heavy for a CPU; 16 fits one 128 px fit into minutes.
     depth: down-sampling levels of both networks (image sides should be multiples of 2**depth).
-    defects: synthetic defect kinds, a subset of ("perlin", "cutpaste", "poisson").
+    defects: synthetic defect kinds, a subset of ("perlin", "cutpaste", "poisson", "band"); unset: the
+        first three (as benchmarked; "band", large regions of another finish, is a measured option).
     clean_share: share of the normal training images left clean in each batch (DRAEM: 0.5).
     source_ops: photometric changes given to each "perlin" texture source (gamma, brightness, invert, ...;
         DRAEM: 3). 0 (the default, as benchmarked) fills the region with another training image as it is.
@@ -80,7 +81,7 @@ class DRAEMConfig(TrainingConfig):
         if self.synthetic != "none":
             raise ConfigError(f"{name}: choose its synthetic defects with `defects` (of {', '.join(DEFECT_KINDS)}), "
                               "not `synthetic`.")
-        kinds = list(DEFECT_KINDS) if self.defects is None else list(self.defects)
+        kinds = list(DEFAULT_DEFECTS) if self.defects is None else list(self.defects)
         if not kinds or any(k not in DEFECT_KINDS for k in kinds):
             raise ConfigError(f"{name}: defects={self.defects!r}; use a list of {', '.join(DEFECT_KINDS)}.")
         if not 0 <= self.clean_share < 1:
@@ -190,7 +191,7 @@ class DRAEM(TrainedDetector):
             on_validation=on_validation,
         )
         self.best_epoch_, self.stopped_epoch_ = best.epoch, best.stopped_epoch
-        self.synthetic_ = "+".join(cfg.defects or DEFECT_KINDS)
+        self.synthetic_ = "+".join(cfg.defects or DEFAULT_DEFECTS)
         network.eval()
         return self
 
@@ -205,7 +206,7 @@ class DRAEM(TrainedDetector):
             lab_known = torch.from_numpy(anomalous.mask_available)
         generator = torch.Generator().manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        kinds = cfg.defects or DEFECT_KINDS
+        kinds = cfg.defects or DEFAULT_DEFECTS
         augment = augment_parts(cfg.augment)
 
         def batches():
