@@ -117,6 +117,14 @@ def test_source_ops_change_the_perlin_texture_and_nothing_outside_its_mask():
         synthetic_defects(images, np.random.default_rng(0), source_ops=2.5)
 
 
+def test_band_draws_repeat_what_the_benchmarked_code_drew():
+    images = _batch()
+    band, band_masks = synthetic_defects(images, np.random.default_rng(3), kinds=["band"], clean_share=0.0)
+    assert (int(band.astype(np.int64).sum()), int(band_masks.sum())) == (775366, 1818)  # commit 2e00b04's output
+    four, four_masks = synthetic_defects(images, np.random.default_rng(3), kinds=["perlin", "cutpaste", "poisson", "band"])
+    assert (int(four.astype(np.int64).sum()), int(four_masks.sum())) == (764750, 305)
+
+
 @pytest.mark.parametrize("op", sorted(SOURCE_OPS))
 def test_each_source_op_keeps_shape_and_range(op):
     rng = np.random.default_rng(1)

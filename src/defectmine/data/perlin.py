@@ -180,26 +180,27 @@ def _foreign_texture(image_hwc: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.ascontiguousarray(out)
 
 
+def _fill(target: np.ndarray, texture: np.ndarray, mask: np.ndarray, beta: float) -> np.ndarray:
+    """`target` with its `mask` pixels replaced by `texture` blended at opacity 1 - beta (DRAEM eq. 1)."""
+    blended = (1 - beta) * texture + beta * target.astype(np.float32)
+    out = target.copy()
+    out[mask] = np.clip(blended[mask], 0, 255).astype(np.uint8)
+    return out
+
+
 def _perlin_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator,
                    source_ops: int = 0) -> tuple[np.ndarray, np.ndarray]:
     mask = perlin_mask(target.shape[:2], rng)
     beta = rng.uniform(0.0, 0.8)
     texture = augment_source(_foreign_texture(source, rng), rng, source_ops).astype(np.float32)
-    blended = (1 - beta) * texture + beta * target.astype(np.float32)
-    out = target.copy()
-    out[mask] = np.clip(blended[mask], 0, 255).astype(np.uint8)
-    return out, mask
+    return _fill(target, texture, mask, beta), mask
 
 
 def _band_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     mask = band_mask(target.shape[:2], rng)
     # the same surface in another finish: another image's texture, shifted in brightness, partly blended
     texture = _brightness(_foreign_texture(source, rng).astype(np.float32), rng, (0.7, 1.3), (-25, 25))
-    beta = rng.uniform(0.0, 0.5)
-    blended = (1 - beta) * texture + beta * target.astype(np.float32)
-    out = target.copy()
-    out[mask] = np.clip(blended[mask], 0, 255).astype(np.uint8)
-    return out, mask
+    return _fill(target, texture, mask, rng.uniform(0.0, 0.5)), mask
 
 
 def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str,
