@@ -390,10 +390,13 @@ def test_zero_label_levers_stay_out_of_the_targets_and_compare_on_shared_seeds_v
                 "machine": "2 CPU cores, no GPU (code c)"}
 
     rows = [row("draem", 0, 0.70, 0.80, 0.60), row("draem", 1, 0.72, 0.82, 0.62),
-            row("draem_src3", 0, 0.95, 0.90, 0.93), row("draem_src3", 1, 0.75, 0.84, 0.63)]
+            row("draem_src0", 0, 0.95, 0.90, 0.93), row("draem_src0", 1, 0.75, 0.84, 0.63),
+            row("draem_band", 1, 0.55, 0.50, 0.40)]
     del rows[1]["val_auroc"]  # a row kept from before val AUROC was recorded
     text, summary = zero_label.render(rows, "cmd")
     assert summary["mt_k0_best_image_auroc"] == pytest.approx(0.71)  # the lever's 0.95 is not a target's best
-    lever = [line for line in text.splitlines() if line.startswith("- lever draem_src3")]
-    assert lever == ["- lever draem_src3 (40 epochs) vs draem, magnetic_tile K = 0, seeds [0, 1]: val AUROC 0.900 vs "
+    lever = [line for line in text.splitlines() if line.startswith("- lever ")]
+    assert lever == ["- lever draem_band (40 epochs) vs draem_src0, magnetic_tile K = 0, seeds [1]: val AUROC 0.500 vs "
+                     "0.840; test AUROC 0.550 vs 0.750; test pixel AUROC 0.400 vs 0.630.",
+                     "- lever draem_src0 (40 epochs) vs draem, magnetic_tile K = 0, seeds [0, 1]: val AUROC 0.900 vs "
                      "0.800 (seeds [0]); test AUROC 0.850 vs 0.710; test pixel AUROC 0.780 vs 0.610."]

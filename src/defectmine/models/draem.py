@@ -48,7 +48,8 @@ class DRAEMConfig(TrainingConfig):
         first three (as benchmarked; "band", large regions of another finish, is a measured option).
     clean_share: share of the normal training images left clean in each batch (DRAEM: 0.5).
     source_ops: photometric changes given to each "perlin" texture source (gamma, brightness, invert, ...;
-        DRAEM: 3). 0 (the default, as benchmarked) fills the region with another training image as it is.
+        3, DRAEM's, the default: adopted on val, BENCHMARKS.md); 0 fills the region with another
+        training image as it is (the default before).
     anomaly_share: share of each batch given to labelled defects when there are any.
     score_pool: side of the mean filter applied before the maximum that is the image score (odd).
     focal_gamma: gamma of the focal loss of the defect map.
@@ -64,7 +65,7 @@ class DRAEMConfig(TrainingConfig):
     depth: int = 4
     defects: list[str] | None = None
     clean_share: float = 0.5
-    source_ops: int = 0
+    source_ops: int = 3
     score_pool: int = 11
     focal_gamma: float = 2.0
     synthetic: str = "none"
