@@ -21,6 +21,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -49,8 +50,15 @@ CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10), ("vae_gradcam", 10)]
 # compared with on shared seeds). Kept beside their detector's rows and out of the best-of summary until
 # adopted as a default (on val, then re-run everywhere). draem_src0 is draem as it was before source_ops 3
 # became its default (adopted on val, see BENCHMARKS.md); its rows were fitted then.
-LEVERS = {"draem_src0": ("draem", {"source_ops": 0}, "draem"),
-          "draem_band": ("draem", {"defects": ["perlin", "cutpaste", "poisson", "band"], "source_ops": 0}, "draem_src0")}
+class Lever(NamedTuple):
+    detector: str
+    options: dict
+    compared_with: str
+
+
+LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
+          "draem_band": Lever("draem", {"defects": ["perlin", "cutpaste", "poisson", "band"], "source_ops": 0},
+                              "draem_src0")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"
@@ -154,13 +162,14 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
 
     if config_name == PEER:
         return run_peer_draem(dataset, seed, budget)
-    detector_name, lever = LEVERS[config_name][:2] if config_name in LEVERS else (config_name, {})
+    lever = LEVERS.get(config_name, Lever(config_name, {}, config_name))
+    detector_name = lever.detector
 
     from defectmine.evaluation import image_metrics
     from defectmine.evaluation.thresholds import mean_std_threshold
     from defectmine.pipeline import RunConfig, fit_run, prepare_data
 
-    params = {**BUDGETS[budget][detector_name], **lever, **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
+    params = {**BUDGETS[budget][detector_name], **lever.options, **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
     config = RunConfig(data=dataset, detector=detector_name, detector_params=dict(params), k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
     result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{config_name}-k{k}-s{seed}-{budget}",
@@ -333,7 +342,7 @@ def _lever_lines(rows: list[dict], levers: list[dict]) -> list[str]:
     budget): val AUROC first, as a lever is adopted on val only; test image and pixel AUROC after."""
     lines = []
     for (dataset, name, k), group in _groups(levers):
-        detector = LEVERS[group[0]["detector"]][2]
+        detector = LEVERS[group[0]["detector"]].compared_with
         budget = group[0].get("budget", "smoke")
         base = {r["seed"]: r for r in rows if r["dataset"] == dataset and r["detector"] == detector and r["k"] == k
                 and r.get("budget", "smoke") == budget}
