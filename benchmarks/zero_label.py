@@ -58,7 +58,10 @@ class Lever(NamedTuple):
 
 LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "draem_band": Lever("draem", {"defects": ["perlin", "cutpaste", "poisson", "band"], "source_ops": 0},
-                              "draem_src0")}
+                              "draem_src0"),
+          # Twice the epochs (the cosine schedule stretches with them; as many val checks as at 40): the
+          # best val epoch of the 40-epoch fits is one of the last checks.
+          "draem_e80": Lever("draem", {"epochs": 80, "eval_every": 10}, "draem")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"
