@@ -46,16 +46,17 @@ BUDGETS = {"smoke": PARAMS, "gpu": GPU_PARAMS}
 # With labelled defects (K > 0) the VAE trains on them only through its anomaly hinge (off by default).
 LABELLED_PARAMS = {"vae_gradcam": {"anomaly_weight": 10.0}}
 CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10), ("vae_gradcam", 10)]
-# Measured levers, run by name (`--configs draem_band:0`): name -> (detector, its options, the config it is
-# compared with on shared seeds). Kept beside their detector's rows and out of the best-of summary until
-# adopted as a default (on val, then re-run everywhere). draem_src0 is draem as it was before source_ops 3
-# became its default (adopted on val, see BENCHMARKS.md); its rows were fitted then.
 class Lever(NamedTuple):
+    """A measured option of a detector, run by name (`--configs draem_band:0`) and compared with
+    `compared_with` on shared seeds."""
     detector: str
     options: dict
     compared_with: str
 
 
+# Levers are kept beside their detector's rows and out of the best-of summary until adopted as a default
+# (on val, then re-run everywhere). draem_src0 is draem as it was before source_ops 3 became its default
+# (adopted on val, see BENCHMARKS.md); its rows were fitted then.
 LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "draem_band": Lever("draem", {"defects": ["perlin", "cutpaste", "poisson", "band"], "source_ops": 0},
                               "draem_src0"),
@@ -259,7 +260,7 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         "the val normals); pixel threshold max-Dice on val; metrics on test; mean ± std over seeds. Machines were "
         "shared with other jobs: timings are upper bounds. FCDD rows: its own benchmark (25 epochs, stride-8 maps). "
         "Levers (measured options, not in the targets' best-of): "
-        + "; ".join(f"{name} = {det} with {opts}" for name, (det, opts, _) in LEVERS.items()) + ".",
+        + "; ".join(f"{name} = {lever.detector} with {lever.options}" for name, lever in LEVERS.items()) + ".",
         "",
         "| dataset | detector | K | seeds | image AUROC | AUPRC | F1 (max-F1) | F1 (mean+std) | map | pixel AUROC | AUPRO 30% | Dice | IoU | fit s | ms/img b32 | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
