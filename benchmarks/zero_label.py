@@ -314,12 +314,14 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         for budget in sorted({r.get("budget", "smoke") for r in peer if r["dataset"] == dataset}):
             theirs = [r for r in peer if r["dataset"] == dataset and r.get("budget", "smoke") == budget]
             seeds = sorted(r["seed"] for r in theirs)
+            epochs = theirs[0]["params"]["epochs"]
+            # the same epochs budget: our draem's rows at the peer's epochs only
             mine = [r for r in ours if r["dataset"] == dataset and r["detector"] == "draem" and r["k"] == 0
-                    and r.get("budget", "smoke") == budget and r["seed"] in seeds]
+                    and r.get("budget", "smoke") == budget and r["seed"] in seeds and r["params"]["epochs"] == epochs]
             peer_auroc = sum(r["auroc"] for r in theirs) / len(theirs)
             if dataset == "magnetic_tile" and (summary["draem_peer_mt_k0_auroc"] is None or budget == "gpu"):
                 summary["draem_peer_mt_k0_auroc"] = peer_auroc
-            line = f"{dataset}, {theirs[0]['params']['epochs']} epochs, seeds {seeds}: anomalib Draem {peer_auroc:.3f}"
+            line = f"{dataset}, {epochs} epochs, seeds {seeds}: anomalib Draem {peer_auroc:.3f}"
             if mine:
                 ours_auroc = sum(r["auroc"] for r in mine) / len(mine)
                 line += (f", our draem {ours_auroc:.3f} ({'ahead' if ours_auroc > peer_auroc else 'behind'} by "
