@@ -16,7 +16,7 @@
 #              side_by_side.py SegDec rows (seeds 0-2; 'SegDec (60 epochs)' too), segmentation.py (Table 1
 #              analogue, then the DLI ablation, then the data-fraction study, then our SSL encoder vs scratch;
 #              40 epochs at 128 px) and
-#              zero_label.py --budget gpu (vae_gradcam, draem, 40 epochs). Needs smp's wheel in .whl/:
+#              zero_label.py --budget gpu (vae_gradcam 40 epochs, draem 80). Needs smp's wheel in .whl/:
 #              pip download --no-deps -d .whl segmentation-models-pytorch
 #   pixels_wide  the same studies breadth first, for a single short call: seed 0 of each study still missing
 #              (encoders, ablation, data fractions, SSL encoder vs scratch) as four segmentation.py queues side
@@ -34,7 +34,7 @@
 #   mining_seg the damage-mining sweep on magnetic_tile_seg_s0 (273 training defects: ratios up to 1/2.44) with
 #              FCDD's Magnetic Tile recipe (levers.py --print-recipe), one (seed, ratio) per process (done
 #              2026-11-26: a rerun only re-summarises)
-#   draem_peer zero_label.py's anomalib Draem peer at the GPU budget (40 epochs, both sets, 3 seeds), beside
+#   draem_peer zero_label.py's anomalib Draem peer at the GPU budget (draem's 80 epochs, both sets, 3 seeds), beside
 #              our draem's --budget gpu rows. Needs anomalib's wheels in .whl/ (anomalib_wheels.sh). Run it
 #              in a call of its own: beside the pixels stage (18 fits on 16 cores) it finished no fit in 545 s.
 #   synthesis  synthesis.py at the GPU size (128 px, 8000 diffusion steps, 3 seeds, 100 and 400 synthetic

@@ -37,12 +37,18 @@ PARAMS = {
     "vae_gradcam": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "eval_every": 2},
     "draem": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "width": 8, "depth": 4, "eval_every": 2},
 }
-# `--budget gpu`: the budget for a lent GPU (rows kept apart, with "-gpu" in their file names).
-GPU_PARAMS = {
+# `--budget gpu`: the budget for a lent GPU (rows kept apart, with "-gpu" in their file names). draem's
+# went from 40 epochs to 80 (checked every 10) when the lever draem_e80 led on val over three seeds
+# (BENCHMARKS.md); `gpu40` is the budget before, at which draem's 40-epoch rows and its levers' were fitted.
+GPU40_PARAMS = {
     "vae_gradcam": {**PARAMS["vae_gradcam"], "epochs": 40, "eval_every": 5},
     "draem": {**PARAMS["draem"], "epochs": 40, "eval_every": 5},
 }
-BUDGETS = {"smoke": PARAMS, "gpu": GPU_PARAMS}
+GPU_PARAMS = {**GPU40_PARAMS, "draem": {**PARAMS["draem"], "epochs": 80, "eval_every": 10}}
+BUDGETS = {"smoke": PARAMS, "gpu": GPU_PARAMS, "gpu40": GPU40_PARAMS}
+# A budget replaced by another: both budgets' rows are compared on shared seeds, and the old one's rows
+# stay out of the targets' best-of (as a lever's do).
+REPLACED_BUDGETS = {"gpu40": "gpu"}
 # With labelled defects (K > 0) the VAE trains on them only through its anomaly hinge (off by default).
 LABELLED_PARAMS = {"vae_gradcam": {"anomaly_weight": 10.0}}
 CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10), ("vae_gradcam", 10)]
@@ -59,10 +65,7 @@ class Lever(NamedTuple):
 # (adopted on val, see BENCHMARKS.md); its rows were fitted then.
 LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "draem_band": Lever("draem", {"defects": ["perlin", "cutpaste", "poisson", "band"], "source_ops": 0},
-                              "draem_src0"),
-          # Twice the epochs (the cosine schedule stretches with them; as many val checks as at 40): the
-          # best val epoch of the 40-epoch fits is one of the last checks.
-          "draem_e80": Lever("draem", {"epochs": 80, "eval_every": 10}, "draem")}
+                              "draem_src0")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"
@@ -256,7 +259,8 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         f"Settings: {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, fixed splits, from scratch; vae_gradcam {PARAMS['vae_gradcam']} "
         f"(5 blocks, latent 32, beta 1e-3, lambda 0.01, t 20); draem {PARAMS['draem']} (synthetic perlin + cutpaste + "
         f"poisson from the training images, source_ops 3); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
-        f"draem {GPU_PARAMS['draem']}. Image threshold max-F1 on val (F1 mean+std: the paper's mean + 1 std of "
+        f"draem {GPU_PARAMS['draem']}; draem's 40-epoch rows: --budget gpu40, its GPU budget until 80 epochs was "
+        f"adopted, draem {GPU40_PARAMS['draem']}. Image threshold max-F1 on val (F1 mean+std: the paper's mean + 1 std of "
         "the val normals); pixel threshold max-Dice on val; metrics on test; mean ± std over seeds. Machines were "
         "shared with other jobs: timings are upper bounds. FCDD rows: its own benchmark (25 epochs, stride-8 maps). "
         "Levers (measured options, not in the targets' best-of): "
@@ -287,7 +291,7 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
 
     def best(dataset, key):
         values = []
-        for (d, detector, k), group in _groups(ours):
+        for (d, detector, k), group in _groups([r for r in ours if r.get("budget") not in REPLACED_BUDGETS]):
             if d != dataset or k != 0:
                 continue
             if key == "auroc":
@@ -334,7 +338,7 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         target_lines.append("- ahead of anomalib Draem at the same budget: peer not run yet (`benchmarks/.venv/bin/python "
                             "benchmarks/zero_label.py --configs anomalib_draem:0`, or `on_device.sh draem_peer`); "
                             "`draem_peer_mt_k0_auroc` is null.")
-    target_lines += _lever_lines(ours + levers, levers)
+    target_lines += _lever_lines(ours + levers, levers) + _budget_lines(ours)
     figures = [f"", *[f"![{p.stem}](benchmarks/results/zero_label/{p.name})" for p in sorted(RESULTS.glob("*.png"))]]
     return "\n".join(lines + per_class + target_lines + figures), summary
 
@@ -343,31 +347,54 @@ def _defect_map_pixel_auroc(row: dict) -> float | None:
     return (row["maps"].get("defect map", {}).get("all") or {}).get("pixel_auroc")
 
 
+def _paired_cells(pairs: list[tuple[dict, dict]]) -> str:
+    """'val AUROC a vs b; test AUROC ...; test pixel AUROC ...' over (row, base row) pairs of shared seeds:
+    val first, as a lever or budget is adopted on val only."""
+    cells = []
+    for label, get in (("val AUROC", lambda r: r.get("val_auroc")), ("test AUROC", lambda r: r["auroc"]),
+                       ("test pixel AUROC", _defect_map_pixel_auroc)):
+        # rows kept from before val AUROC was recorded have none: compare on the seeds that have both
+        both = [(get(a), get(b), a["seed"]) for a, b in pairs if get(a) is not None and get(b) is not None]
+        if both:
+            mean, base_mean = (sum(x[i] for x in both) / len(both) for i in (0, 1))
+            on = "" if len(both) == len(pairs) else f" (seeds {[x[2] for x in both]})"
+            cells.append(f"{label} {mean:.3f} vs {base_mean:.3f}{on}")
+    return "; ".join(cells)
+
+
+def _pairs(group: list[dict], rows: list[dict], detector: str, budget: str) -> list[tuple[dict, dict]]:
+    """(row, base row) for each row of `group` whose seed `detector` also ran at `budget` (same dataset, K)."""
+    dataset, k = group[0]["dataset"], group[0]["k"]
+    base = {r["seed"]: r for r in rows if r["dataset"] == dataset and r["detector"] == detector and r["k"] == k
+            and r.get("budget", "smoke") == budget}
+    return [(r, base[r["seed"]]) for r in group if r["seed"] in base]
+
+
 def _lever_lines(rows: list[dict], levers: list[dict]) -> list[str]:
     """Each lever beside the config it is compared with (LEVERS) on the seeds both ran (same dataset, K,
-    budget): val AUROC first, as a lever is adopted on val only; test image and pixel AUROC after."""
+    budget)."""
     lines = []
     for (dataset, name, k), group in _groups(levers):
         detector = LEVERS[group[0]["detector"]].compared_with
-        budget = group[0].get("budget", "smoke")
-        base = {r["seed"]: r for r in rows if r["dataset"] == dataset and r["detector"] == detector and r["k"] == k
-                and r.get("budget", "smoke") == budget}
-        pairs = [(r, base[r["seed"]]) for r in group if r["seed"] in base]
-        if not pairs:
-            continue
-
-        cells = []
-        for label, get in (("val AUROC", lambda r: r.get("val_auroc")), ("test AUROC", lambda r: r["auroc"]),
-                           ("test pixel AUROC", _defect_map_pixel_auroc)):
-            # rows kept from before val AUROC was recorded have none: compare on the seeds that have both
-            both = [(get(a), get(b), a["seed"]) for a, b in pairs if get(a) is not None and get(b) is not None]
-            if both:
-                lever_mean, base_mean = (sum(x[i] for x in both) / len(both) for i in (0, 1))
-                on = "" if len(both) == len(pairs) else f" (seeds {[x[2] for x in both]})"
-                cells.append(f"{label} {lever_mean:.3f} vs {base_mean:.3f}{on}")
-        seeds = sorted(a["seed"] for a, _ in pairs)
-        lines.append(f"- lever {name} vs {detector}, {dataset} K = {k}, seeds {seeds}: " + "; ".join(cells) + ".")
+        pairs = _pairs(group, rows, detector, group[0].get("budget", "smoke"))
+        if pairs:
+            seeds = sorted(a["seed"] for a, _ in pairs)
+            lines.append(f"- lever {name} vs {detector}, {dataset} K = {k}, seeds {seeds}: {_paired_cells(pairs)}.")
     return ["", "Levers beside the config each is compared with (same seeds):", "", *lines] if lines else []
+
+
+def _budget_lines(rows: list[dict]) -> list[str]:
+    """Each detector's rows at a budget beside its rows at the budget that replaced it (REPLACED_BUDGETS),
+    on the seeds both ran (same dataset, K)."""
+    lines = []
+    for old, new in REPLACED_BUDGETS.items():
+        for (dataset, name, k), group in _groups([r for r in rows if r.get("budget") == new]):
+            pairs = _pairs(group, rows, group[0]["detector"], old)
+            if pairs:
+                seeds = sorted(a["seed"] for a, _ in pairs)
+                lines.append(f"- {name} (--budget {new}) vs {pairs[0][1]['params']['epochs']} epochs (--budget {old}), "
+                             f"{dataset} K = {k}, seeds {seeds}: {_paired_cells(pairs)}.")
+    return ["", "Budgets beside the budget each replaced (same seeds):", "", *lines] if lines else []
 
 
 def main() -> None:
@@ -378,7 +405,8 @@ def main() -> None:
                         help="detector:K pairs to run (default: every one)")
     parser.add_argument("--jobs", type=int, default=1, help="fits side by side (each gets cores / jobs threads)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke",
-                        help="smoke: the 2-core CPU's epochs; gpu: the lent GPU's (GPU_PARAMS)")
+                        help="smoke: the 2-core CPU's epochs; gpu: the lent GPU's (GPU_PARAMS); gpu40: the GPU "
+                        "budget before draem's went to 80 epochs (GPU40_PARAMS)")
     parser.add_argument("--report", action="store_true", help="only re-render from the kept rows")
     parser.add_argument("--one", nargs=5, metavar=("DATASET", "DETECTOR", "K", "SEED", "BUDGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -400,3 +400,24 @@ def test_zero_label_levers_stay_out_of_the_targets_and_compare_on_shared_seeds_v
                      "0.840; test AUROC 0.550 vs 0.750; test pixel AUROC 0.400 vs 0.630.",
                      "- lever draem_src0 (40 epochs) vs draem, magnetic_tile K = 0, seeds [0, 1]: val AUROC 0.900 vs "
                      "0.800 (seeds [0]); test AUROC 0.850 vs 0.710; test pixel AUROC 0.780 vs 0.610."]
+
+
+def test_zero_label_replaced_budget_stays_out_of_the_targets_and_sits_beside_its_replacement():
+    import zero_label
+
+    def row(budget, epochs, seed, auroc, val):
+        return {"dataset": "magnetic_tile", "detector": "draem", "k": 0, "seed": seed, "budget": budget,
+                "params": {"epochs": epochs}, "auroc": auroc, "auprc": 0.5, "f1": 0.5, "val_auroc": val,
+                "maps": {"defect map": {"all": {"pixel_auroc": auroc - 0.1}, "per_class": {}}}, "fit_seconds": 1.0,
+                "machine": "2 CPU cores, no GPU (code c)"}
+
+    rows = [row("gpu40", 40, 0, 0.90, 0.70), row("gpu40", 40, 1, 0.92, 0.72), row("gpu40", 40, 2, 0.94, 0.74),
+            row("gpu", 80, 0, 0.80, 0.80), row("gpu", 80, 1, 0.82, 0.82)]
+    text, summary = zero_label.render(rows, "cmd")
+    # the replaced budget's higher test AUROC is not a target's best: only the adopted budget's rows count
+    assert summary["mt_k0_best_image_auroc"] == pytest.approx(0.81)
+    assert summary["mt_k0_best_pixel_auroc"] == pytest.approx(0.71)
+    budget = [line for line in text.splitlines() if line.startswith("- draem (80 epochs) (--budget gpu)")]
+    assert budget == ["- draem (80 epochs) (--budget gpu) vs 40 epochs (--budget gpu40), magnetic_tile K = 0, seeds "
+                      "[0, 1]: val AUROC 0.810 vs 0.710; test AUROC 0.810 vs 0.910; test pixel AUROC 0.710 vs 0.810."]
+    assert "| magnetic_tile | draem (40 epochs) | 0 | 3 |" in text  # its rows stay in the table
