@@ -65,7 +65,9 @@ class Lever(NamedTuple):
 # (adopted on val, see BENCHMARKS.md); its rows were fitted then.
 LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "draem_band": Lever("draem", {"defects": ["perlin", "cutpaste", "poisson", "band"], "source_ops": 0},
-                              "draem_src0")}
+                              "draem_src0"),
+          # texture sources flipped but never turned: grinding marks keep their direction, as in uneven
+          "draem_noturn": Lever("draem", {"source_turns": False}, "draem")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"

@@ -117,6 +117,26 @@ def test_source_ops_change_the_perlin_texture_and_nothing_outside_its_mask():
         synthetic_defects(images, np.random.default_rng(0), source_ops=2.5)
 
 
+def test_without_turns_texture_sources_keep_their_orientation():
+    # vertical stripes: inside its mask a synthetic region stays constant down each column unless its
+    # source was turned
+    stripes = np.tile((np.arange(16) % 4 * 60).astype(np.uint8), (16, 1))
+    images = np.stack([np.roll(stripes, i, axis=1)[None] for i in range(6)])
+
+    def columns_constant_in_masks(out, masks):
+        return all(len(np.unique(image[0][:, x][mask[:, x]])) <= 1 for image, mask in zip(out, masks) for x in range(16))
+
+    kept, masks = synthetic_defects(images, np.random.default_rng(0), kinds=["perlin", "cutpaste"], clean_share=0.0,
+                                    source_ops=0, source_turns=False)
+    assert masks.any() and columns_constant_in_masks(kept, masks)
+    assert not columns_constant_in_masks(*synthetic_defects(images, np.random.default_rng(0), kinds=["perlin", "cutpaste"],
+                                                            clean_share=0.0, source_ops=0))
+    # the default draws what the benchmarked code drew (the pinned sums of the test above)
+    plain, plain_masks = synthetic_defects(_batch(), np.random.default_rng(3), kinds=["perlin"], clean_share=0.0,
+                                           source_turns=True)
+    assert (int(plain.astype(np.int64).sum()), int(plain_masks.sum())) == (763547, 559)
+
+
 def test_band_draws_repeat_what_the_benchmarked_code_drew():
     images = _batch()
     band, band_masks = synthetic_defects(images, np.random.default_rng(3), kinds=["band"], clean_share=0.0)
@@ -145,6 +165,7 @@ def test_each_source_op_keeps_shape_and_range(op):
     ({"clean_share": 1.0}, "clean_share"),
     ({"source_ops": 10}, "source_ops"),
     ({"source_ops": -1}, "source_ops"),
+    ({"source_turns": "no"}, "source_turns"),
 ])
 def test_bad_options_are_named(params, match):
     with pytest.raises(ConfigError, match=match):

@@ -5,8 +5,8 @@
 
 Each image becomes, with probability 1 - clean_share, a defective image of one kind drawn from `kinds`:
 
-- "perlin": a thresholded Perlin-noise mask filled with another image of the batch (flipped and
-  rotated, so a foreign texture), blended with opacity 1 - beta, beta in [0, 0.8) (DRAEM eq. 1);
+- "perlin": a thresholded Perlin-noise mask filled with another image of the batch (flipped and, with
+  `source_turns` on, turned by quarter turns, so a foreign texture), blended with opacity 1 - beta, beta in [0, 0.8) (DRAEM eq. 1);
   with `source_ops` n > 0 that texture first goes through n photometric changes drawn from
   `SOURCE_OPS` (DRAEM augments its anomaly source with 3 such; on a uniform surface the other images
   are the same texture, and only these make the filled region differ);
@@ -95,14 +95,15 @@ def check_source_ops(n_ops) -> int:
     return int(n_ops)
 
 
-def augment_source(image_hwc: np.ndarray, rng: np.random.Generator, n_ops: int) -> np.ndarray:
+def augment_source(image_hwc: np.ndarray, rng: np.random.Generator, n_ops: int, turns: bool = True) -> np.ndarray:
     """`image_hwc` (uint8, H x W x C) after `n_ops` distinct changes drawn from `SOURCE_OPS`, in a random
     order: a texture source unlike the surface it is pasted into. `n_ops` 0 returns it unchanged and
-    draws nothing from `rng`."""
+    draws nothing from `rng`. Without `turns` the rotation is not among the changes (at most the others)."""
     if check_source_ops(n_ops) == 0:
         return image_hwc
+    names = [name for name in SOURCE_OPS if turns or name != "rotate"]
     out = image_hwc.astype(np.float32)
-    for name in rng.choice(list(SOURCE_OPS), size=int(n_ops), replace=False):
+    for name in rng.choice(names, size=min(int(n_ops), len(names)), replace=False):
         out = np.clip(SOURCE_OPS[name](out, rng), 0, 255).astype(np.float32)
     return out.round().astype(np.uint8)
 
@@ -170,12 +171,13 @@ def band_mask(shape: tuple[int, int], rng: np.random.Generator, *,
     return np.ascontiguousarray(mask if across_width else mask.T)
 
 
-def _foreign_texture(image_hwc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Another image made unlike its neighbours: a random flip and quarter turn (square images), or a
-    flip only (non-square ones, whose shape must stay)."""
+def _foreign_texture(image_hwc: np.ndarray, rng: np.random.Generator, turns: bool = True) -> np.ndarray:
+    """Another image made unlike its neighbours: a random flip and, with `turns`, a quarter turn (square
+    images only, whose shape stays). Without turns an oriented texture (grinding marks) keeps its
+    direction, so the filled region differs in finish rather than in orientation."""
     out = image_hwc[::-1] if rng.random() < 0.5 else image_hwc
     out = out[:, ::-1] if rng.random() < 0.5 else out
-    if out.shape[0] == out.shape[1]:
+    if turns and out.shape[0] == out.shape[1]:
         out = np.rot90(out, int(rng.integers(0, 4)))
     return np.ascontiguousarray(out)
 
@@ -189,41 +191,45 @@ def _fill(target: np.ndarray, texture: np.ndarray, mask: np.ndarray, beta: float
 
 
 def _perlin_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator,
-                   source_ops: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   source_ops: int = 0, turns: bool = True) -> tuple[np.ndarray, np.ndarray]:
     mask = perlin_mask(target.shape[:2], rng)
     beta = rng.uniform(0.0, 0.8)
-    texture = augment_source(_foreign_texture(source, rng), rng, source_ops).astype(np.float32)
+    texture = augment_source(_foreign_texture(source, rng, turns), rng, source_ops, turns).astype(np.float32)
     return _fill(target, texture, mask, beta), mask
 
 
-def _band_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _band_defect(target: np.ndarray, source: np.ndarray, rng: np.random.Generator,
+                 turns: bool = True) -> tuple[np.ndarray, np.ndarray]:
     mask = band_mask(target.shape[:2], rng)
     # the same surface in another finish: another image's texture, shifted in brightness, partly blended
-    texture = _brightness(_foreign_texture(source, rng).astype(np.float32), rng, (0.7, 1.3), (-25, 25))
+    texture = _brightness(_foreign_texture(source, rng, turns).astype(np.float32), rng, (0.7, 1.3), (-25, 25))
     return _fill(target, texture, mask, rng.uniform(0.0, 0.5)), mask
 
 
-def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str, rng: np.random.Generator,
+                   turns: bool = True) -> tuple[np.ndarray, np.ndarray]:
     h, w = target.shape[:2]
     wh, ww = (max(4, int(s * rng.uniform(0.15, 0.4))) for s in (h, w))
     top, left = int(rng.integers(0, h - wh + 1)), int(rng.integers(0, w - ww + 1))
-    pixels = _foreign_texture(source[top:top + wh, left:left + ww], rng)
+    pixels = _foreign_texture(source[top:top + wh, left:left + ww], rng, turns)
     mask = _scar(pixels.shape[:2], rng) if rng.random() < 0.5 else perlin_mask(pixels.shape[:2], rng, max_scale=3)
     # brightness jitter: a patch of the same surface would otherwise often be invisible
     pixels = np.clip(_brightness(pixels.astype(np.float32), rng, (0.6, 1.4), (-40, 40)), 0, 255).astype(np.uint8)
-    new, label, _ = paste(target, pixels, mask, _BLEND[method], CropTransform(), rng)
+    new, label, _ = paste(target, pixels, mask, _BLEND[method], CropTransform() if turns else CropTransform(rotate=0.0), rng)
     return new, label
 
 
 def synthetic_defects(images: np.ndarray, rng: np.random.Generator, *, kinds: Sequence[str] = DEFAULT_DEFECTS,
-                      clean_share: float = 0.5, source_ops: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                      clean_share: float = 0.5, source_ops: int = 0,
+                      source_turns: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic defects in a batch of normal images (module docstring).
 
     images: uint8 (B, C, H, W), C = 1 or 3, B >= 1 (the textures come from the other images of the
     batch; a batch of one uses its own image). Returns new images (B, C, H, W) uint8 and masks
     (B, H, W) bool, all False for the images left clean (a share `clean_share`, drawn per image).
     source_ops: photometric changes applied to each "perlin" texture source (`augment_source`).
+    source_turns: whether texture sources of every kind may also be turned (quarter turns of square
+        sources, the "rotate" change among `source_ops`, the pasted crops' rotation); flips are always drawn.
     """
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     if not kinds or any(k not in DEFECT_KINDS for k in kinds):
@@ -243,9 +249,9 @@ def synthetic_defects(images: np.ndarray, rng: np.random.Generator, *, kinds: Se
         source = hwc[(i + 1 + int(rng.integers(0, max(1, len(images) - 1)))) % len(images)]
         kind = kinds[int(rng.integers(len(kinds)))]
         if kind == "perlin":
-            out[i], masks[i] = _perlin_defect(hwc[i], source, rng, source_ops)
+            out[i], masks[i] = _perlin_defect(hwc[i], source, rng, source_ops, source_turns)
         elif kind == "band":
-            out[i], masks[i] = _band_defect(hwc[i], source, rng)
+            out[i], masks[i] = _band_defect(hwc[i], source, rng, source_turns)
         else:
-            out[i], masks[i] = _pasted_defect(hwc[i], source, kind, rng)
+            out[i], masks[i] = _pasted_defect(hwc[i], source, kind, rng, source_turns)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), masks

@@ -50,6 +50,9 @@ class DRAEMConfig(TrainingConfig):
     source_ops: photometric changes given to each "perlin" texture source (gamma, brightness, invert, ...;
         3, DRAEM's, the default: adopted on val, BENCHMARKS.md); 0 fills the region with another
         training image as it is (the default before).
+    source_turns: whether texture sources may be turned (quarter turns, the "rotate" change) as well as
+        flipped (DRAEM's foreign textures differ anyway); off, an oriented surface's marks keep their
+        direction in the synthetic defects (a measured option, BENCHMARKS.md).
     anomaly_share: share of each batch given to labelled defects when there are any.
     score_pool: side of the mean filter applied before the maximum that is the image score (odd).
     focal_gamma: gamma of the focal loss of the defect map.
@@ -66,6 +69,7 @@ class DRAEMConfig(TrainingConfig):
     defects: list[str] | None = None
     clean_share: float = 0.5
     source_ops: int = 3
+    source_turns: bool = True
     score_pool: int = 11
     focal_gamma: float = 2.0
     synthetic: str = "none"
@@ -93,6 +97,8 @@ class DRAEMConfig(TrainingConfig):
             raise ConfigError(f"{name}: {error}") from None
         if self.anomaly_share is None or not 0 < self.anomaly_share < 1:
             raise ConfigError(f"{name}: anomaly_share={self.anomaly_share} must be in (0, 1).")
+        if not isinstance(self.source_turns, bool):
+            raise ConfigError(f"{name}: source_turns={self.source_turns!r} must be true or false.")
         if self.score_pool < 1 or self.score_pool % 2 == 0:
             raise ConfigError(f"{name}: score_pool={self.score_pool} must be an odd number of pixels >= 1.")
 
@@ -217,7 +223,7 @@ class DRAEM(TrainedDetector):
                 if augment:
                     clean = augment_images(clean, augment, generator)
                 defective, masks = synthetic_defects(clean.numpy(), rng, kinds=kinds, clean_share=cfg.clean_share,
-                                                     source_ops=cfg.source_ops)
+                                                     source_ops=cfg.source_ops, source_turns=cfg.source_turns)
                 images, masks = torch.from_numpy(defective), torch.from_numpy(masks)
                 targets, known = clean, torch.ones(len(clean), dtype=torch.bool)
                 recon_rows = torch.ones(len(clean), dtype=torch.bool)
