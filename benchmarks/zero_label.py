@@ -386,7 +386,7 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         target_lines.append("- ahead of anomalib Draem at the same budget: peer not run yet (`benchmarks/.venv/bin/python "
                             "benchmarks/zero_label.py --configs anomalib_draem:0`, or `on_device.sh draem_peer`); "
                             "`draem_peer_mt_k0_auroc` is null.")
-    target_lines += _lever_lines(ours + levers, levers) + _budget_lines(ours)
+    target_lines += _lever_lines(ours + levers, levers) + _budget_lines(ours) + _score_variant_lines(ours + levers)
     figures = [f"", *[f"![{p.stem}](benchmarks/results/zero_label/{p.name})" for p in sorted(RESULTS.glob("*.png"))]]
     return "\n".join(lines + per_class + target_lines + figures), summary
 
@@ -443,6 +443,30 @@ def _budget_lines(rows: list[dict]) -> list[str]:
                 lines.append(f"- {name} (--budget {new}) vs {pairs[0][1]['params']['epochs']} epochs (--budget {old}), "
                              f"{dataset} K = {k}, seeds {seeds}: {_paired_cells(pairs)}.")
     return ["", "Budgets beside the budget each replaced (same seeds):", "", *lines] if lines else []
+
+
+def _score_variant_lines(rows: list[dict]) -> list[str]:
+    """For each group whose every row recorded `image_score_variants`: the image AUROC on val and test of
+    each way of reading the image score from the same fits' maps, and on Magnetic Tile per class."""
+    lines = []
+    for (dataset, name, k), group in _groups([r for r in rows if r.get("image_score_variants")]):
+        variants = list(group[0]["image_score_variants"])
+        classes = MT_CLASSES if dataset == "magnetic_tile" else ()
+        lines += ["", f"{dataset}, {name}, K = {k}, seeds {sorted(r['seed'] for r in group)}:", "",
+                  "| image score | val AUROC | test AUROC | " + " | ".join(classes) + (" |" if classes else "|"),
+                  "|---|---|---|" + "---|" * len(classes)]
+        for variant in variants:
+            got = [r["image_score_variants"][variant] for r in group]
+            cells = [_fmt([g["val_auroc"] for g in got]), _fmt([g["test_auroc"] for g in got])]
+            cells += [_fmt([g["per_class"].get(c) for g in got]) for c in classes]
+            label = f"max after {variant[4:]}x{variant[4:]} mean filter" if variant.startswith("pool") else \
+                f"mean of the top {float(variant[3:]):.0%} of pixels"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return ["", "draem's image score read from the same fits' maps in other ways (`image_score_variants`; draem's "
+            "own: the 11x11 filter; per class: test image AUROC of that class's defects against every test normal):",
+            *lines]
 
 
 def main() -> None:

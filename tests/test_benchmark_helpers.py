@@ -421,3 +421,31 @@ def test_zero_label_replaced_budget_stays_out_of_the_targets_and_sits_beside_its
     assert budget == ["- draem (80 epochs) (--budget gpu) vs 40 epochs (--budget gpu40), magnetic_tile K = 0, seeds "
                       "[0, 1]: val AUROC 0.810 vs 0.710; test AUROC 0.810 vs 0.910; test pixel AUROC 0.710 vs 0.810."]
     assert "| magnetic_tile | draem (40 epochs) | 0 | 3 |" in text  # its rows stay in the table
+
+
+def test_zero_label_image_score_variants_read_the_maps_and_sit_in_a_table():
+    import numpy as np
+    import torch
+    import zero_label
+    from sklearn.metrics import roc_auc_score
+
+    from defectmine.models.draem import image_score
+
+    rng = np.random.default_rng(0)
+    val_maps, test_maps = rng.random((8, 32, 32)).astype(np.float32) * 0.5, rng.random((8, 32, 32)).astype(np.float32) * 0.5
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    classes = np.array(["", "", "", "", "uneven", "uneven", "crack", "crack"])
+    test_maps[4:6, :, :16] += 0.3  # large, faint: half of each uneven image
+    test_maps[6:8, 10, 10] = 1.0  # one strong pixel: a peak the mean filter dilutes
+    got = zero_label.image_score_variants(val_maps, test_maps, labels, labels, classes)
+    assert set(got) == {"pool1", "pool11", "pool21", "pool41", "top0.01", "top0.05"}
+    own = image_score(torch.from_numpy(test_maps), 11).numpy()  # draem's own image score
+    assert got["pool11"]["test_auroc"] == pytest.approx(roc_auc_score(labels, own))
+    assert got["pool1"]["per_class"]["crack"] == 1.0 and got["top0.05"]["per_class"]["uneven"] == 1.0
+    assert set(got["pool1"]["per_class"]) == {"uneven", "crack"}
+    row = {"dataset": "magnetic_tile", "detector": "draem", "k": 0, "seed": 0, "budget": "gpu", "params": {"epochs": 80},
+           "auroc": 0.5, "auprc": 0.5, "f1": 0.5, "maps": {}, "fit_seconds": 1.0, "machine": "2 CPU cores, no GPU (code c)",
+           "image_score_variants": got}
+    text, _ = zero_label.render([row], "cmd")
+    line = next(line for line in text.splitlines() if line.startswith("| mean of the top 5% of pixels |"))
+    assert line.split(" | ")[2] == f"{got['top0.05']['test_auroc']:.3f}"  # one seed: no spread
