@@ -74,9 +74,12 @@ PEER = "anomalib_draem"
 MT_CLASSES = ("blowhole", "break", "crack", "fray", "uneven")
 # draem's image score read from the same fit's maps in other ways (a scoring lever needs no refit): the
 # maximum after a mean filter of these sides (11 is draem's score_pool), and the mean of the top share of
-# pixels (large, faint regions such as uneven raise a mean over many pixels more than a local peak).
+# pixels (large, faint regions such as uneven raise a mean over many pixels more than a local peak), and
+# draem's own reading of the map standardised pixel by pixel by the training normals' maps ("zpool11": peaks
+# that normal tiles give at the same place, such as their edges, count less).
 SCORE_POOLS = (1, 11, 21, 41)
 SCORE_TOP_SHARES = (0.01, 0.05)
+STANDARDISE_EPS = 1e-3  # added to the normals' per-pixel std: pixels where the map never moves stay finite
 TARGETS = {"mt_image": 0.90, "mt_pixel": 0.90, "elpv_image": 0.75}
 
 
@@ -108,18 +111,24 @@ def _map_metrics(detector, data, threshold_from_val: bool = True) -> dict:
     return out
 
 
-def image_score_variants(val_maps, test_maps, val_labels, test_labels, test_classes) -> dict:
+def image_score_variants(val_maps, test_maps, val_labels, test_labels, test_classes, normal_maps=None) -> dict:
     """AUROC on val and test of draem-style image scores read from defect maps (N, H, W) in other ways
-    (SCORE_POOLS, SCORE_TOP_SHARES); per Magnetic Tile class on test, that class's defective images
-    against every normal test image."""
+    (SCORE_POOLS, SCORE_TOP_SHARES, and with the training normals' maps `normal_maps` "zpool11"); per
+    Magnetic Tile class on test, that class's defective images against every normal test image."""
     import numpy as np
     import torch
     from sklearn.metrics import roc_auc_score
 
     from defectmine.models.draem import image_score
 
+    if normal_maps is not None:
+        normal = torch.from_numpy(np.asarray(normal_maps, dtype=np.float32))
+        normal_mean, normal_std = normal.mean(dim=0), normal.std(dim=0) + STANDARDISE_EPS
+
     def scores(maps, variant):
         maps = torch.from_numpy(np.asarray(maps, dtype=np.float32))
+        if variant == "zpool11":
+            return image_score((maps - normal_mean) / normal_std, 11).numpy()
         if variant.startswith("pool"):
             return image_score(maps, int(variant[4:])).numpy()
         flat = maps.flatten(1)
@@ -129,7 +138,8 @@ def image_score_variants(val_maps, test_maps, val_labels, test_labels, test_clas
     out = {}
     test_labels = np.asarray(test_labels).astype(bool)
     classes = np.asarray(test_classes)
-    for variant in [f"pool{p}" for p in SCORE_POOLS] + [f"top{s}" for s in SCORE_TOP_SHARES]:
+    variants = [f"pool{p}" for p in SCORE_POOLS] + [f"top{s}" for s in SCORE_TOP_SHARES]
+    for variant in variants + (["zpool11"] if normal_maps is not None else []):
         val_scores, test_scores = scores(val_maps, variant), scores(test_maps, variant)
         row = {"val_auroc": float(roc_auc_score(val_labels, val_scores)),
                "test_auroc": float(roc_auc_score(test_labels, test_scores)), "per_class": {}}
@@ -244,7 +254,8 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
 
         classes = np.array([r.defect_class or "" for r in data.test.records])
         score_variants = image_score_variants(detector.score(data.val).maps, detector.score(data.test).maps,
-                                              data.val.labels, data.test.labels, classes)
+                                              data.val.labels, data.test.labels, classes,
+                                              normal_maps=detector.score(data.normal).maps)
 
     def score(images, batch):
         detector.config.score_batch_size = batch
@@ -459,8 +470,12 @@ def _score_variant_lines(rows: list[dict]) -> list[str]:
             got = [r["image_score_variants"][variant] for r in group]
             cells = [_fmt([g["val_auroc"] for g in got]), _fmt([g["test_auroc"] for g in got])]
             cells += [_fmt([g["per_class"].get(c) for g in got]) for c in classes]
-            label = f"max after {variant[4:]}x{variant[4:]} mean filter" if variant.startswith("pool") else \
-                f"mean of the top {float(variant[3:]):.0%} of pixels"
+            if variant == "zpool11":
+                label = "max after 11x11 mean filter, map standardised per pixel by the training normals' maps"
+            elif variant.startswith("pool"):
+                label = f"max after {variant[4:]}x{variant[4:]} mean filter"
+            else:
+                label = f"mean of the top {float(variant[3:]):.0%} of pixels"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if not lines:
         return []
