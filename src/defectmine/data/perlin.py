@@ -6,7 +6,8 @@
 Each image becomes, with probability 1 - clean_share, a defective image of one kind drawn from `kinds`:
 
 - "perlin": a thresholded Perlin-noise mask filled with another image of the batch (flipped and, with
-  `source_turns` on, turned by quarter turns, so a foreign texture), blended with opacity 1 - beta, beta in [0, 0.8) (DRAEM eq. 1);
+  `source_turns` on, turned by quarter turns, so a foreign texture), blended with opacity 1 - beta,
+  beta in [0, 0.8) (DRAEM eq. 1);
   with `source_ops` n > 0 that texture first goes through n photometric changes drawn from
   `SOURCE_OPS` (DRAEM augments its anomaly source with 3 such; on a uniform surface the other images
   are the same texture, and only these make the filled region differ);
@@ -215,7 +216,8 @@ def _pasted_defect(target: np.ndarray, source: np.ndarray, method: str, rng: np.
     mask = _scar(pixels.shape[:2], rng) if rng.random() < 0.5 else perlin_mask(pixels.shape[:2], rng, max_scale=3)
     # brightness jitter: a patch of the same surface would otherwise often be invisible
     pixels = np.clip(_brightness(pixels.astype(np.float32), rng, (0.6, 1.4), (-40, 40)), 0, 255).astype(np.uint8)
-    new, label, _ = paste(target, pixels, mask, _BLEND[method], CropTransform() if turns else CropTransform(rotate=0.0), rng)
+    transform = CropTransform() if turns else CropTransform(rotate=0.0)
+    new, label, _ = paste(target, pixels, mask, _BLEND[method], transform, rng)
     return new, label
 
 
