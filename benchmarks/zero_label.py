@@ -93,14 +93,13 @@ def _pixel(test, maps, threshold, keep=None):
     return None if found is None else {k: found.get(k) for k in ("pixel_auroc", "aupro", "dice", "iou")}
 
 
-def _map_metrics(detector, data, threshold_from_val: bool = True) -> dict:
-    """Pixel metrics of the detector's current maps: threshold max-Dice on val, per class on MT."""
+def _map_metrics(data, val_maps, test_maps) -> dict:
+    """Pixel metrics of a detector's maps of val and test: threshold max-Dice on val, per class on MT."""
     import numpy as np
 
     from defectmine.evaluation.pixel import pixel_threshold_max_dice
 
     val, test = data.val, data.test
-    val_maps, test_maps = detector.score(val).maps, detector.score(test).maps
     threshold = pixel_threshold_max_dice(val.masks(), val_maps, available=val.mask_available)
     out = {"all": _pixel(test, test_maps, threshold), "per_class": {}}
     classes = np.array([r.defect_class or "" for r in test.records])
@@ -243,18 +242,18 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
         if detector_name == "vae_gradcam":
             for kind in ("attention", "residual"):
                 detector.config.anomaly_map = kind
-                maps[kind] = _map_metrics(detector, data)
+                maps[kind] = _map_metrics(data, detector.score(data.val).maps, detector.score(data.test).maps)
             if seed == 0:
                 _figure(detector, data.test, RESULTS / f"{dataset}-vae_gradcam-maps{_suffix(budget)}.png")
-        else:
-            maps["defect map"] = _map_metrics(detector, data)
     score_variants = None
     if detector_name == "draem":
         import numpy as np
 
+        val_maps, test_maps = detector.score(data.val).maps, detector.score(data.test).maps  # once, for both uses
+        if data.test.has_masks:
+            maps["defect map"] = _map_metrics(data, val_maps, test_maps)
         classes = np.array([r.defect_class or "" for r in data.test.records])
-        score_variants = image_score_variants(detector.score(data.val).maps, detector.score(data.test).maps,
-                                              data.val.labels, data.test.labels, classes,
+        score_variants = image_score_variants(val_maps, test_maps, data.val.labels, data.test.labels, classes,
                                               normal_maps=detector.score(data.normal).maps)
 
     def score(images, batch):
