@@ -74,12 +74,11 @@ PEER = "anomalib_draem"
 MT_CLASSES = ("blowhole", "break", "crack", "fray", "uneven")
 # draem's image score read from the same fit's maps in other ways (a scoring lever needs no refit): the
 # maximum after a mean filter of these sides (11 is draem's score_pool), and the mean of the top share of
-# pixels (large, faint regions such as uneven raise a mean over many pixels more than a local peak), and
-# draem's own reading of the map standardised pixel by pixel by the training normals' maps ("zpool11": peaks
-# that normal tiles give at the same place, such as their edges, count less).
+# pixels (large, faint regions such as uneven raise a mean over many pixels more than a local peak), each
+# of the map as it is, and "zpool11": the 11x11 filter's maximum of the map standardised pixel by pixel by
+# the training normals' maps (draem's `standardise`, its default "score" since it led on val).
 SCORE_POOLS = (1, 11, 21, 41)
 SCORE_TOP_SHARES = (0.01, 0.05)
-STANDARDISE_EPS = 1e-3  # added to the normals' per-pixel std: pixels where the map never moves stay finite
 TARGETS = {"mt_image": 0.90, "mt_pixel": 0.90, "elpv_image": 0.75}
 
 
@@ -94,14 +93,15 @@ def _pixel(test, maps, threshold, keep=None):
 
 
 def _map_metrics(data, val_maps, test_maps) -> dict:
-    """Pixel metrics of a detector's maps of val and test: threshold max-Dice on val, per class on MT."""
+    """Pixel metrics of a detector's maps of val and test: threshold max-Dice on val, per class on MT;
+    "val", the same metrics on val (what a choice between maps may be made on)."""
     import numpy as np
 
     from defectmine.evaluation.pixel import pixel_threshold_max_dice
 
     val, test = data.val, data.test
     threshold = pixel_threshold_max_dice(val.masks(), val_maps, available=val.mask_available)
-    out = {"all": _pixel(test, test_maps, threshold), "per_class": {}}
+    out = {"all": _pixel(test, test_maps, threshold), "val": _pixel(val, val_maps, threshold), "per_class": {}}
     classes = np.array([r.defect_class or "" for r in test.records])
     for name in MT_CLASSES:
         keep = (classes == name) | ~test.labels.astype(bool)
@@ -110,26 +110,22 @@ def _map_metrics(data, val_maps, test_maps) -> dict:
     return out
 
 
-def image_score_variants(val_maps, test_maps, val_labels, test_labels, test_classes, normal_maps=None) -> dict:
+def image_score_variants(val_maps, test_maps, val_labels, test_labels, test_classes, standardised=None) -> dict:
     """AUROC on val and test of draem-style image scores read from defect maps (N, H, W) in other ways
-    (SCORE_POOLS, SCORE_TOP_SHARES, and with the training normals' maps `normal_maps` "zpool11"); per
-    Magnetic Tile class on test, that class's defective images against every normal test image."""
+    (SCORE_POOLS, SCORE_TOP_SHARES, and given `standardised` = (val, test) maps standardised by the
+    training normals' maps, "zpool11"); per Magnetic Tile class on test, that class's defective images
+    against every normal test image."""
     import numpy as np
     import torch
     from sklearn.metrics import roc_auc_score
 
     from defectmine.models.draem import image_score
 
-    if normal_maps is not None:
-        normal = torch.from_numpy(np.asarray(normal_maps, dtype=np.float32))
-        normal_mean, normal_std = normal.mean(dim=0), normal.std(dim=0) + STANDARDISE_EPS
-
-    def scores(maps, variant):
+    def scores(split, variant):
+        maps = (standardised if variant == "zpool11" else (val_maps, test_maps))[split]
         maps = torch.from_numpy(np.asarray(maps, dtype=np.float32))
-        if variant == "zpool11":
-            return image_score((maps - normal_mean) / normal_std, 11).numpy()
-        if variant.startswith("pool"):
-            return image_score(maps, int(variant[4:])).numpy()
+        if variant.startswith(("pool", "zpool")):
+            return image_score(maps, int(variant.split("pool")[1])).numpy()
         flat = maps.flatten(1)
         top = max(1, round(flat.shape[1] * float(variant[3:])))
         return flat.topk(top, dim=1).values.mean(dim=1).numpy()
@@ -138,8 +134,8 @@ def image_score_variants(val_maps, test_maps, val_labels, test_labels, test_clas
     test_labels = np.asarray(test_labels).astype(bool)
     classes = np.asarray(test_classes)
     variants = [f"pool{p}" for p in SCORE_POOLS] + [f"top{s}" for s in SCORE_TOP_SHARES]
-    for variant in variants + (["zpool11"] if normal_maps is not None else []):
-        val_scores, test_scores = scores(val_maps, variant), scores(test_maps, variant)
+    for variant in variants + (["zpool11"] if standardised is not None else []):
+        val_scores, test_scores = scores(0, variant), scores(1, variant)
         row = {"val_auroc": float(roc_auc_score(val_labels, val_scores)),
                "test_auroc": float(roc_auc_score(test_labels, test_scores)), "per_class": {}}
         for name in MT_CLASSES:
@@ -249,12 +245,18 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
     if detector_name == "draem":
         import numpy as np
 
-        val_maps, test_maps = detector.score(data.val).maps, detector.score(data.test).maps  # once, for both uses
+        own = detector.config.standardise
+        both = {}  # the maps as they are, and standardised by the training normals' maps
+        for mode in ("none", "both"):
+            detector.config.standardise = mode
+            both[mode] = detector.score(data.val).maps, detector.score(data.test).maps  # once, for both uses
+        detector.config.standardise = own
         if data.test.has_masks:
-            maps["defect map"] = _map_metrics(data, val_maps, test_maps)
+            maps["defect map"] = _map_metrics(data, *both["none"])
+            maps["standardised map"] = _map_metrics(data, *both["both"])
         classes = np.array([r.defect_class or "" for r in data.test.records])
-        score_variants = image_score_variants(val_maps, test_maps, data.val.labels, data.test.labels, classes,
-                                              normal_maps=detector.score(data.normal).maps)
+        score_variants = image_score_variants(*both["none"], data.val.labels, data.test.labels, classes,
+                                              standardised=both["both"])
 
     def score(images, batch):
         detector.config.score_batch_size = batch

@@ -166,6 +166,7 @@ def test_each_source_op_keeps_shape_and_range(op):
     ({"source_ops": 10}, "source_ops"),
     ({"source_ops": -1}, "source_ops"),
     ({"source_turns": "no"}, "source_turns"),
+    ({"standardise": "yes"}, "standardise"),
 ])
 def test_bad_options_are_named(params, match):
     with pytest.raises(ConfigError, match=match):
@@ -204,3 +205,83 @@ def test_the_scored_map_is_the_channel_the_focal_loss_trains():
         _, maps = detector._forward_scores(images)
     inside = masks.bool()
     assert maps[inside].mean() > maps[~inside].mean() + 0.3
+
+
+@pytest.fixture(scope="module")
+def fitted_draem(tiny_training_sets):
+    normal, _ = tiny_training_sets
+    detector = create("draem", device="cpu", width=4, depth=2, epochs=1, batch_size=4, quiet=True)
+    return detector.fit(normal), normal
+
+
+def test_the_fit_keeps_the_training_normals_map_statistics(fitted_draem):
+    detector, normal = fitted_draem
+    network = detector.network_
+    detector.config.standardise = "none"
+    raw = torch.from_numpy(detector.score(normal).maps)
+    assert int(network.normal_count) == len(normal)
+    torch.testing.assert_close(network.normal_mean, raw.mean(dim=0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(network.normal_std, raw.std(dim=0), rtol=1e-4, atol=1e-5)
+    detector.config.standardise = "score"
+
+
+@pytest.mark.parametrize("mode", ["none", "score", "both"])
+def test_standardise_reads_the_map_against_the_normals(fitted_draem, mode):
+    detector, normal = fitted_draem
+    network = detector.network_
+    detector.config.standardise = "none"
+    raw = detector.score(normal)
+    detector.config.standardise = mode
+    got = detector.score(normal)
+    detector.config.standardise = "score"
+    z = (torch.from_numpy(raw.maps) - network.normal_mean) / (network.normal_std + 1e-3)
+    expected_map = z if mode == "both" else torch.from_numpy(raw.maps)
+    expected_score = raw.image if mode == "none" else image_score(z, detector.config.score_pool).numpy()
+    np.testing.assert_allclose(got.maps, expected_map.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got.image, expected_score, rtol=1e-4, atol=1e-4)
+    if mode != "none":  # a normal pixel sits near its mean: the z-scores are centred, not the raw map's scale
+        assert abs(float(z.mean())) < 0.2
+
+
+def test_the_statistics_travel_with_the_weights(fitted_draem, tmp_path):
+    from defectmine.models.registry import load_detector
+
+    detector, normal = fitted_draem
+    detector.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model")
+    assert int(loaded.network_.normal_count) == len(normal)
+    np.testing.assert_allclose(loaded.score(normal).image, detector.score(normal).image, rtol=1e-5)
+
+
+def test_with_tta_the_map_is_read_against_flip_symmetric_statistics(fitted_draem):
+    """Under tta a flipped image's map is in flipped coordinates: the statistics it is read against are
+    the kept ones averaged over the four flips (a normal peak on the left edge counts on the right too)."""
+    detector, normal = fitted_draem
+    network = detector.network_
+    kept = network.normal_mean.clone(), network.normal_std.clone()
+    images = normal.raw_images()[:3]
+    try:
+        network.normal_mean.zero_()
+        network.normal_mean[:, :2] = 0.9  # a peak every normal map has on the left edge only
+        network.normal_std.fill_(0.1)
+        detector.config.tta, detector.config.standardise = True, "both"
+        got = detector.score(images)
+        detector.config.standardise = "none"
+        raw = torch.from_numpy(detector.score(images).maps)
+    finally:
+        network.normal_mean.copy_(kept[0])
+        network.normal_std.copy_(kept[1])
+        detector.config.tta, detector.config.standardise = False, "score"
+    mean = torch.zeros(16, 16)
+    mean[:, :2] = mean[:, -2:] = 0.45
+    std = (0.1**2 + torch.where(mean > 0, 0.9**2 / 2, 0.0) - mean**2).sqrt()
+    np.testing.assert_allclose(got.maps, ((raw - mean) / (std + 1e-3)).numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_before_the_statistics_exist_the_map_is_read_as_it_is():
+    detector = create("draem", device="cpu", width=4, depth=2, quiet=True)
+    detector.network_ = DRAEMNetwork(1, 4, 2, size=(16, 16))
+    images = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        score, defect_map = detector._forward_scores(images)
+    torch.testing.assert_close(score, image_score(defect_map, detector.config.score_pool))

@@ -37,6 +37,10 @@ from defectmine.models.training import (
 from defectmine.segment.losses import focal
 
 
+STANDARDISE_CHOICES = ("score", "both", "none")
+STANDARDISE_EPS = 1e-3  # added to the normals' per-pixel std: pixels where the map never moves stay finite
+
+
 @dataclass
 class DRAEMConfig(TrainingConfig):
     """Hyperparameters of the DRAEM-style detector (the fields of `training.TrainingConfig`, and):
@@ -55,6 +59,15 @@ class DRAEMConfig(TrainingConfig):
         direction in the synthetic defects (a measured option, BENCHMARKS.md).
     anomaly_share: share of each batch given to labelled defects when there are any.
     score_pool: side of the mean filter applied before the maximum that is the image score (odd).
+    standardise: "score" (the default: adopted on val, BENCHMARKS.md), "both" or "none": read the defect
+        map pixel by pixel as (map - mean) / (std + 1e-3) of the training normals' maps (the selected
+        network's, computed when the fit ends) before the image score, or for the image score and the
+        returned map alike; where normal images light the map up at the same place (tile edges, grinding
+        marks, busbars), a defect there must stand out more. "none" scores the map as it is. A scoring
+        option: it can be changed on a fitted model. With `tta` each flipped image's map is read against
+        the statistics of the normals' maps under all four flips (the kept ones averaged over the flips),
+        which fit whichever flip is scored as long as the normal variation is about as strong at a place
+        and at its mirror images (tile edges are).
     focal_gamma: gamma of the focal loss of the defect map.
     The backbone options and `synthetic` do not apply (both networks are built here; the synthetic
     defects are `defects`).
@@ -72,6 +85,7 @@ class DRAEMConfig(TrainingConfig):
     source_turns: bool = True
     score_pool: int = 11
     focal_gamma: float = 2.0
+    standardise: str = "score"
     synthetic: str = "none"
     eval_every: int = 5
 
@@ -99,6 +113,8 @@ class DRAEMConfig(TrainingConfig):
             raise ConfigError(f"{name}: anomaly_share={self.anomaly_share} must be in (0, 1).")
         if not isinstance(self.source_turns, bool):
             raise ConfigError(f"{name}: source_turns={self.source_turns!r} must be true or false.")
+        if self.standardise not in STANDARDISE_CHOICES:
+            raise ConfigError(f"{name}: standardise={self.standardise!r}; use one of {', '.join(STANDARDISE_CHOICES)}.")
         if self.score_pool < 1 or self.score_pool % 2 == 0:
             raise ConfigError(f"{name}: score_pool={self.score_pool} must be an odd number of pixels >= 1.")
 
@@ -140,12 +156,18 @@ class DRAEMNetwork(nn.Module):
     """forward(x) -> (reconstruction (N, C, H, W), defect logits (N, 1, H, W)).
 
     One channel: `segment.losses.focal` is a per-class sigmoid over class-index targets (0 background,
-    1 defect), so channel 0 is the defect logit; a background channel would learn nothing of its own."""
+    1 defect), so channel 0 is the defect logit; a background channel would learn nothing of its own.
+    With `size` (H, W) it also holds the per-pixel mean and std of the training normals' defect maps
+    (buffers, saved with the weights; `normal_count` 0 until `DRAEM` fills them when a fit ends)."""
 
-    def __init__(self, channels: int, width: int, depth: int):
+    def __init__(self, channels: int, width: int, depth: int, size: tuple[int, int] | None = None):
         super().__init__()
         self.reconstructive = EncoderDecoder(channels, channels, width, depth, skips=False)
         self.discriminative = EncoderDecoder(2 * channels, 1, width, depth, skips=True)
+        if size is not None:
+            self.register_buffer("normal_mean", torch.zeros(size))
+            self.register_buffer("normal_std", torch.ones(size))
+            self.register_buffer("normal_count", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reconstruction = self.reconstructive(x)
@@ -181,7 +203,7 @@ class DRAEM(TrainedDetector):
     Config = DRAEMConfig
 
     def _build_network(self, spec: ImageSpec) -> nn.Module:
-        return DRAEMNetwork(spec.channels, self.config.width, self.config.depth)
+        return DRAEMNetwork(spec.channels, self.config.width, self.config.depth, size=tuple(spec.size))
 
     def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
                  on_validation=None):
@@ -200,7 +222,20 @@ class DRAEM(TrainedDetector):
         self.best_epoch_, self.stopped_epoch_ = best.epoch, best.stopped_epoch
         self.synthetic_ = "+".join(cfg.defects or DEFAULT_DEFECTS)
         network.eval()
+        self._fit_normal_statistics(normal)
         return self
+
+    @torch.inference_mode()
+    def _fit_normal_statistics(self, normal: ImageDataset) -> None:
+        """Per-pixel mean and std of the selected network's defect maps of the normal training images
+        (after val selection, so the val checks during training rank by the map as it is)."""
+        network, step = self.network_, self.config.score_batch_size
+        pixels = normal.raw_images()
+        maps = torch.cat([self._defect_map(normalise(pixels[i:i + step].to(self.device), self.spec_)).cpu()
+                          for i in range(0, len(pixels), step)])
+        network.normal_mean.copy_(maps.mean(dim=0))
+        network.normal_std.copy_(maps.std(dim=0) if len(maps) > 1 else torch.zeros_like(maps[0]))
+        network.normal_count.fill_(len(maps))
 
     def _batches(self, normal: ImageDataset, anomalous: ImageDataset | None):
         """(batches() for train_epochs, steps per epoch). A batch is (images, clean targets, masks,
@@ -254,7 +289,27 @@ class DRAEM(TrainedDetector):
             loss = loss + F.binary_cross_entropy_with_logits(top, torch.ones_like(top))
         return loss
 
+    def _defect_map(self, batch: torch.Tensor) -> torch.Tensor:
+        _, logits = self.network_(batch.contiguous(memory_format=torch.channels_last))
+        return torch.sigmoid(logits[:, 0])
+
+    def _standardised(self, defect_map: torch.Tensor) -> torch.Tensor:
+        """`defect_map` (N, H, W) as z-scores of the training normals' maps, pixel by pixel."""
+        network = self.network_
+        mean, std = network.normal_mean, network.normal_std
+        if self.config.tta:  # a flipped image's map is in flipped coordinates: flip-symmetric statistics
+            flips = [(), (-1,), (-2,), (-2, -1)]
+            means = torch.stack([mean.flip(d) if d else mean for d in flips])
+            second = torch.stack([(std**2 + mean**2).flip(d) if d else std**2 + mean**2 for d in flips])
+            mean = means.mean(dim=0)
+            std = (second.mean(dim=0) - mean**2).clamp_min(0).sqrt()
+        return (defect_map - mean) / (std + STANDARDISE_EPS)
+
     def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, logits = self.network_(batch)
-        defect_map = torch.sigmoid(logits[:, 0])
+        defect_map = self._defect_map(batch)
+        mode = self.config.standardise
+        # before the statistics exist (the val checks during training) the map is read as it is
+        if mode != "none" and int(getattr(self.network_, "normal_count", 0)):
+            standardised = self._standardised(defect_map)
+            return image_score(standardised, self.config.score_pool), standardised if mode == "both" else defect_map
         return image_score(defect_map, self.config.score_pool), defect_map
