@@ -79,6 +79,8 @@ MT_CLASSES = ("blowhole", "break", "crack", "fray", "uneven")
 # the training normals' maps (draem's `standardise`, its default "score" since it led on val).
 SCORE_POOLS = (1, 11, 21, 41)
 SCORE_TOP_SHARES = (0.01, 0.05)
+# maps measured beside a detector's own (draem's with standardise "both"): in the tables, not in the best-of
+OPTION_MAPS = {"standardised map"}
 TARGETS = {"mt_image": 0.90, "mt_pixel": 0.90, "elpv_image": 0.75}
 
 
@@ -268,6 +270,7 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
         "auroc": metrics["test"]["auroc"], "auprc": metrics["test"]["auprc"], "f1": metrics["test"]["f1"],
         "val_auroc": metrics["val"].get("auroc"), "f1_mean_std": f1_mean_std, "maps": maps,
         "image_score_variants": score_variants,
+        "standardise": getattr(detector.config, "standardise", None),
         "fit_seconds": metrics["timing"]["fit_seconds"], **timings,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "best_epoch": metrics["training"]["best_epoch"], "threads": torch.get_num_threads(),
@@ -320,7 +323,9 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         f"(5 blocks, latent 32, beta 1e-3, lambda 0.01, t 20); draem {PARAMS['draem']} (synthetic perlin + cutpaste + "
         f"poisson from the training images, source_ops 3); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
         f"draem {GPU_PARAMS['draem']}; draem's 40-epoch rows: --budget gpu40, its GPU budget until 80 epochs was "
-        f"adopted, draem {GPU40_PARAMS['draem']}. Image threshold max-F1 on val (F1 mean+std: the paper's mean + 1 std of "
+        f"adopted, draem {GPU40_PARAMS['draem']}. draem's image score reads its map standardised pixel by pixel by the "
+        "training normals' maps (standardise \"score\") in rows that record it; rows fitted before read the map as it is. "
+        "Image threshold max-F1 on val (F1 mean+std: the paper's mean + 1 std of "
         "the val normals); pixel threshold max-Dice on val; metrics on test; mean ± std over seeds. Machines were "
         "shared with other jobs: timings are upper bounds. FCDD rows: its own benchmark (25 epochs, stride-8 maps). "
         "Levers (measured options, not in the targets' best-of): "
@@ -356,7 +361,7 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
                 continue
             if key == "auroc":
                 values.append(sum(r["auroc"] for r in group) / len(group))
-            for kind in {kind for r in group for kind in r["maps"]}:
+            for kind in {kind for r in group for kind in r["maps"]} - OPTION_MAPS:
                 got = [(r["maps"][kind].get("all") or {}).get("pixel_auroc") for r in group if kind in r["maps"]]
                 if key == "pixel" and all(v is not None for v in got) and got:
                     values.append(sum(got) / len(got))
@@ -398,7 +403,8 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         target_lines.append("- ahead of anomalib Draem at the same budget: peer not run yet (`benchmarks/.venv/bin/python "
                             "benchmarks/zero_label.py --configs anomalib_draem:0`, or `on_device.sh draem_peer`); "
                             "`draem_peer_mt_k0_auroc` is null.")
-    target_lines += _lever_lines(ours + levers, levers) + _budget_lines(ours) + _score_variant_lines(ours + levers)
+    target_lines += (_lever_lines(ours + levers, levers) + _budget_lines(ours) + _score_variant_lines(ours + levers)
+                     + _option_map_lines(ours + levers))
     figures = [f"", *[f"![{p.stem}](benchmarks/results/zero_label/{p.name})" for p in sorted(RESULTS.glob("*.png"))]]
     return "\n".join(lines + per_class + target_lines + figures), summary
 
@@ -407,11 +413,28 @@ def _defect_map_pixel_auroc(row: dict) -> float | None:
     return (row["maps"].get("defect map", {}).get("all") or {}).get("pixel_auroc")
 
 
+def _score_reading(row: dict) -> str:
+    """How a row's image score read draem's map: its `standardise` ("none" for rows fitted before it)."""
+    return row.get("standardise") or "none"
+
+
 def _paired_cells(pairs: list[tuple[dict, dict]]) -> str:
     """'val AUROC a vs b; test AUROC ...; test pixel AUROC ...' over (row, base row) pairs of shared seeds:
-    val first, as a lever or budget is adopted on val only."""
-    cells = []
-    for label, get in (("val AUROC", lambda r: r.get("val_auroc")), ("test AUROC", lambda r: r["auroc"]),
+    val first, as a lever or budget is adopted on val only. Where the two rows read their image scores
+    differently (draem's standardise), both are read from the map as it is (their "pool11" variant) when
+    every row recorded it; otherwise the cells say that the readings differ."""
+    cells, note = [], ""
+    val_of, test_of = (lambda r: r.get("val_auroc")), (lambda r: r["auroc"])
+    if any(_score_reading(a) != _score_reading(b) for a, b in pairs):
+        if all("pool11" in (r.get("image_score_variants") or {}) for pair in pairs for r in pair):
+            val_of = lambda r: r["image_score_variants"]["pool11"]["val_auroc"]  # noqa: E731
+            test_of = lambda r: r["image_score_variants"]["pool11"]["test_auroc"]  # noqa: E731
+            note = " (image scores of both read from the map as it is, pool11)"
+        else:
+            note = (" (image scores read differently: "
+                    + " vs ".join(sorted({_score_reading(r) for pair in pairs for r in pair}, reverse=True))
+                    + " standardisation; not every row recorded the map as it is)")
+    for label, get in (("val AUROC", val_of), ("test AUROC", test_of),
                        ("test pixel AUROC", _defect_map_pixel_auroc)):
         # rows kept from before val AUROC was recorded have none: compare on the seeds that have both
         both = [(get(a), get(b), a["seed"]) for a, b in pairs if get(a) is not None and get(b) is not None]
@@ -419,7 +442,7 @@ def _paired_cells(pairs: list[tuple[dict, dict]]) -> str:
             mean, base_mean = (sum(x[i] for x in both) / len(both) for i in (0, 1))
             on = "" if len(both) == len(pairs) else f" (seeds {[x[2] for x in both]})"
             cells.append(f"{label} {mean:.3f} vs {base_mean:.3f}{on}")
-    return "; ".join(cells)
+    return "; ".join(cells) + note
 
 
 def _pairs(group: list[dict], rows: list[dict], detector: str, budget: str) -> list[tuple[dict, dict]]:
@@ -457,6 +480,31 @@ def _budget_lines(rows: list[dict]) -> list[str]:
     return ["", "Budgets beside the budget each replaced (same seeds):", "", *lines] if lines else []
 
 
+def _option_map_lines(rows: list[dict]) -> list[str]:
+    """Each measured map option (OPTION_MAPS) beside the detector's own map, from the same fits: pixel
+    AUROC on val (the rule for choosing) and test, and on Magnetic Tile per class on test."""
+    lines = []
+    for (dataset, name, k), group in _groups(rows):
+        for kind in sorted(OPTION_MAPS):
+            pairs = [(r["maps"][kind], r["maps"]["defect map"]) for r in group
+                     if kind in r["maps"] and "defect map" in r["maps"]]
+            if not pairs:
+                continue
+
+            def pixel_auroc(index, split, name=None):
+                got = [pair[index].get(split) if name is None else (pair[index].get("per_class") or {}).get(name)
+                       for pair in pairs]
+                return _fmt([(g or {}).get("pixel_auroc") for g in got])
+
+            cells = [f"val pixel AUROC {pixel_auroc(0, 'val')} vs {pixel_auroc(1, 'val')}",
+                     f"test {pixel_auroc(0, 'all')} vs {pixel_auroc(1, 'all')}"]
+            per_class = [f"{c} {pixel_auroc(0, None, c)} vs {pixel_auroc(1, None, c)}"
+                         for c in MT_CLASSES if any(c in (p[0].get("per_class") or {}) for p in pairs)]
+            lines.append(f"- {name}, {dataset} K = {k}, seeds {sorted(r['seed'] for r in group if kind in r['maps'])}: "
+                         f"{kind} vs its own defect map: " + "; ".join(cells + per_class) + ".")
+    return ["", "Maps measured beside a detector's own (same fits; a map is chosen on val):", "", *lines] if lines else []
+
+
 def _score_variant_lines(rows: list[dict]) -> list[str]:
     """For each group whose every row recorded `image_score_variants`: the image AUROC on val and test of
     each way of reading the image score from the same fits' maps, and on Magnetic Tile per class."""
@@ -481,8 +529,9 @@ def _score_variant_lines(rows: list[dict]) -> list[str]:
     if not lines:
         return []
     return ["", "draem's image score read from the same fits' maps in other ways (`image_score_variants`; draem's "
-            "own: the 11x11 filter; per class: test image AUROC of that class's defects against every test normal):",
-            *lines]
+            "own: the 11x11 filter of the standardised map for rows that record standardise \"score\", of the map as "
+            "it is for rows fitted before; per class: test image AUROC of that class's defects against every test "
+            "normal):", *lines]
 
 
 def main() -> None:

@@ -456,3 +456,49 @@ def test_zero_label_image_score_variants_read_the_maps_and_sit_in_a_table():
     text, _ = zero_label.render([row], "cmd")
     line = next(line for line in text.splitlines() if line.startswith("| mean of the top 5% of pixels |"))
     assert line.split(" | ")[2] == f"{got['top0.05']['test_auroc']:.3f}"  # one seed: no spread
+
+
+def test_zero_label_compares_rows_that_read_the_map_differently_on_the_map_as_it_is():
+    """A lever fitted before draem standardised its score is compared with draem's rows on the score
+    both recorded (pool11, the map as it is); without that variant the line says the readings differ."""
+    import zero_label
+
+    def row(detector, seed, auroc, val, raw, standardise=None, variants=True):
+        out = {"dataset": "magnetic_tile", "detector": detector, "k": 0, "seed": seed, "budget": "gpu",
+               "params": {"epochs": 80}, "auroc": auroc, "auprc": 0.5, "f1": 0.5, "val_auroc": val,
+               "maps": {"defect map": {"all": {"pixel_auroc": 0.7}, "per_class": {}}}, "fit_seconds": 1.0,
+               "machine": "2 CPU cores, no GPU (code c)", "standardise": standardise}
+        if variants:
+            out["image_score_variants"] = {"pool11": {"val_auroc": raw[0], "test_auroc": raw[1], "per_class": {}}}
+        return out
+
+    rows = [row("draem", 0, 0.90, 0.95, (0.80, 0.70), standardise="score"),
+            row("draem_noturn", 0, 0.60, 0.85, (0.85, 0.60))]
+    line = next(x for x in zero_label.render(rows, "cmd")[0].splitlines() if x.startswith("- lever draem_noturn"))
+    assert line.endswith("val AUROC 0.850 vs 0.800; test AUROC 0.600 vs 0.700; test pixel AUROC 0.700 vs 0.700 "
+                         "(image scores of both read from the map as it is, pool11).")
+    rows[1] = row("draem_noturn", 0, 0.60, 0.85, None, variants=False)
+    line = next(x for x in zero_label.render(rows, "cmd")[0].splitlines() if x.startswith("- lever draem_noturn"))
+    assert line.endswith("val AUROC 0.850 vs 0.950; test AUROC 0.600 vs 0.900; test pixel AUROC 0.700 vs 0.700 "
+                         "(image scores read differently: score vs none standardisation; not every row recorded "
+                         "the map as it is).")
+
+
+def test_zero_label_standardised_map_sits_beside_the_own_map_and_out_of_the_targets():
+    import zero_label
+
+    def metrics(test, val, uneven):
+        return {"all": {"pixel_auroc": test}, "val": {"pixel_auroc": val}, "per_class": {"uneven": {"pixel_auroc": uneven}}}
+
+    rows = [{"dataset": "magnetic_tile", "detector": "draem", "k": 0, "seed": seed, "budget": "gpu",
+             "params": {"epochs": 80}, "auroc": 0.8, "auprc": 0.5, "f1": 0.5, "val_auroc": 0.8,
+             "maps": {"defect map": metrics(0.70, 0.72, 0.60), "standardised map": metrics(0.90, 0.70 + seed, 0.80)},
+             "fit_seconds": 1.0, "machine": "2 CPU cores, no GPU (code c)", "standardise": "score"}
+            for seed in (0, 1)]
+    rows[1]["maps"]["standardised map"]["val"]["pixel_auroc"] = 0.74
+    text, summary = zero_label.render(rows, "cmd")
+    assert summary["mt_k0_best_pixel_auroc"] == pytest.approx(0.70)  # the option's 0.90 on test is not chosen
+    line = next(x for x in text.splitlines() if x.startswith("- draem (80 epochs), magnetic_tile K = 0"))
+    assert line == ("- draem (80 epochs), magnetic_tile K = 0, seeds [0, 1]: standardised map vs its own defect map: "
+                    "val pixel AUROC 0.720 ± 0.028 vs 0.720 ± 0.000; test 0.900 ± 0.000 vs 0.700 ± 0.000; "
+                    "uneven 0.800 ± 0.000 vs 0.600 ± 0.000.")
