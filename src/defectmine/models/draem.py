@@ -7,7 +7,8 @@ Two networks: the reconstructive one (an autoencoder without skips) maps a defec
 its clean version (loss: L2 + 1 - SSIM against the clean image); the discriminative one (a U-Net with
 skips) sees the image and its reconstruction side by side and outputs a full-resolution defect map
 (focal loss against the synthetic mask). The anomaly map is that map's defect probability at input
-resolution; the image score is the maximum of the map after a mean filter (`score_pool` pixels).
+resolution; the image score is the maximum, after a mean filter (`score_pool` pixels), of that map
+read against the training normals' maps pixel by pixel (`standardise`).
 
 With labelled defects (K > 0) they join every batch: with a mask the discriminative loss uses it;
 without one an image-level term asks the map's strongest pixels to say "defect". The reconstructive
@@ -64,7 +65,8 @@ class DRAEMConfig(TrainingConfig):
         network's, computed when the fit ends) before the image score, or for the image score and the
         returned map alike; where normal images light the map up at the same place (tile edges, grinding
         marks, busbars), a defect there must stand out more. "none" scores the map as it is. A scoring
-        option: it can be changed on a fitted model. With `tta` each flipped image's map is read against
+        option: `config.standardise` can be changed on a fitted model (a run's threshold was chosen on
+        the scores it fitted with). With `tta` each flipped image's map is read against
         the statistics of the normals' maps under all four flips (the kept ones averaged over the flips),
         which fit whichever flip is scored as long as the normal variation is about as strong at a place
         and at its mirror images (tile edges are).
