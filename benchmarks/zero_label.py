@@ -421,19 +421,22 @@ def _score_reading(row: dict) -> str:
 def _paired_cells(pairs: list[tuple[dict, dict]]) -> str:
     """'val AUROC a vs b; test AUROC ...; test pixel AUROC ...' over (row, base row) pairs of shared seeds:
     val first, as a lever or budget is adopted on val only. Where the two rows read their image scores
-    differently (draem's standardise), both are read from the map as it is (their "pool11" variant) when
-    every row recorded it; otherwise the cells say that the readings differ."""
+    differently (draem's standardise), both are read from the map as it is (a standardised row's "pool11"
+    variant) when every standardised row recorded it; otherwise the cells say that the readings differ."""
     cells, note = [], ""
     val_of, test_of = (lambda r: r.get("val_auroc")), (lambda r: r["auroc"])
     if any(_score_reading(a) != _score_reading(b) for a, b in pairs):
-        if all("pool11" in (r.get("image_score_variants") or {}) for pair in pairs for r in pair):
-            val_of = lambda r: r["image_score_variants"]["pool11"]["val_auroc"]  # noqa: E731
-            test_of = lambda r: r["image_score_variants"]["pool11"]["test_auroc"]  # noqa: E731
-            note = " (image scores of both read from the map as it is, pool11)"
+        standardised = [r for pair in pairs for r in pair if _score_reading(r) != "none"]
+        if all("pool11" in (r.get("image_score_variants") or {}) for r in standardised):
+            def as_it_is(split, own):
+                return lambda r: own(r) if _score_reading(r) == "none" else r["image_score_variants"]["pool11"][split]
+
+            val_of, test_of = as_it_is("val_auroc", val_of), as_it_is("test_auroc", test_of)
+            note = " (image scores of both read from the map as it is)"
         else:
             note = (" (image scores read differently: "
                     + " vs ".join(sorted({_score_reading(r) for pair in pairs for r in pair}, reverse=True))
-                    + " standardisation; not every row recorded the map as it is)")
+                    + " standardisation)")
     for label, get in (("val AUROC", val_of), ("test AUROC", test_of),
                        ("test pixel AUROC", _defect_map_pixel_auroc)):
         # rows kept from before val AUROC was recorded have none: compare on the seeds that have both
