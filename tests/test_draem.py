@@ -222,7 +222,7 @@ def test_the_fit_keeps_the_training_normals_map_statistics(fitted_draem):
     assert int(network.normal_count) == len(normal)
     torch.testing.assert_close(network.normal_mean, raw.mean(dim=0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(network.normal_std, raw.std(dim=0), rtol=1e-4, atol=1e-5)
-    detector.config.standardise = "score"
+    detector.config.standardise = "both"
 
 
 @pytest.mark.parametrize("mode", ["none", "score", "both"])
@@ -233,7 +233,7 @@ def test_standardise_reads_the_map_against_the_normals(fitted_draem, mode):
     raw = detector.score(normal)
     detector.config.standardise = mode
     got = detector.score(normal)
-    detector.config.standardise = "score"
+    detector.config.standardise = "both"
     z = (torch.from_numpy(raw.maps) - network.normal_mean) / (network.normal_std + 1e-3)
     expected_map = z if mode == "both" else torch.from_numpy(raw.maps)
     expected_score = raw.image if mode == "none" else image_score(z, detector.config.score_pool).numpy()
@@ -271,7 +271,7 @@ def test_with_tta_the_map_is_read_against_flip_symmetric_statistics(fitted_draem
     finally:
         network.normal_mean.copy_(kept[0])
         network.normal_std.copy_(kept[1])
-        detector.config.tta, detector.config.standardise = False, "score"
+        detector.config.tta, detector.config.standardise = False, "both"
     mean = torch.zeros(16, 16)
     mean[:, :2] = mean[:, -2:] = 0.45
     std = (0.1**2 + torch.where(mean > 0, 0.9**2 / 2, 0.0) - mean**2).sqrt()
