@@ -525,7 +525,7 @@ def _score_variant_lines(rows: list[dict]) -> list[str]:
         variants = list(group[0]["image_score_variants"])
         classes = MT_CLASSES if dataset == "magnetic_tile" else ()
         lines += ["", f"{dataset}, {name}, K = {k}, seeds {sorted(r['seed'] for r in group)}:", "",
-                  "| image score | val AUROC | test AUROC | " + " | ".join(classes) + (" |" if classes else "|"),
+                  "| " + " | ".join(["image score", "val AUROC", "test AUROC", *classes]) + " |",
                   "|---|---|---|" + "---|" * len(classes)]
         for variant in variants:
             got = [r["image_score_variants"][variant] for r in group]
@@ -541,7 +541,7 @@ def _score_variant_lines(rows: list[dict]) -> list[str]:
     if not lines:
         return []
     return ["", "draem's image score read from the same fits' maps in other ways (`image_score_variants`; draem's "
-            "own: the 11x11 filter of the standardised map for rows that record standardise \"score\", of the map as "
+            "own: the 11x11 filter of the standardised map for rows that record a standardise, of the map as "
             "it is for rows fitted before; per class: test image AUROC of that class's defects against every test "
             "normal):", *lines]
 
