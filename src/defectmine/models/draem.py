@@ -302,11 +302,12 @@ class DRAEM(TrainedDetector):
         network = self.network_
         mean, std = network.normal_mean, network.normal_std
         if self.config.tta:  # a flipped image's map is in flipped coordinates: flip-symmetric statistics
-            flips = [(), (-1,), (-2,), (-2, -1)]
-            means = torch.stack([mean.flip(d) if d else mean for d in flips])
-            second = torch.stack([(std**2 + mean**2).flip(d) if d else std**2 + mean**2 for d in flips])
-            mean = means.mean(dim=0)
-            std = (second.mean(dim=0) - mean**2).clamp_min(0).sqrt()
+            def flip_mean(t: torch.Tensor) -> torch.Tensor:
+                return torch.stack([t, t.flip(-1), t.flip(-2), t.flip((-2, -1))]).mean(dim=0)
+
+            second_moment = flip_mean(std**2 + mean**2)
+            mean = flip_mean(mean)
+            std = (second_moment - mean**2).clamp_min(0).sqrt()
         return (defect_map - mean) / (std + STANDARDISE_EPS)
 
     def _forward_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,5 +316,5 @@ class DRAEM(TrainedDetector):
         # before the statistics exist (the val checks during training) the map is read as it is
         if mode != "none" and int(getattr(self.network_, "normal_count", 0)):
             standardised = self._standardised(defect_map)
-            return image_score(standardised, self.config.score_pool), standardised if mode == "both" else defect_map
+            return image_score(standardised, self.config.score_pool), (standardised if mode == "both" else defect_map)
         return image_score(defect_map, self.config.score_pool), defect_map
