@@ -253,6 +253,32 @@ def test_the_statistics_travel_with_the_weights(fitted_draem, tmp_path):
     np.testing.assert_allclose(loaded.score(normal).image, detector.score(normal).image, rtol=1e-5)
 
 
+def test_a_model_saved_before_the_statistics_loads_and_reads_its_map_as_it_is(fitted_draem, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from defectmine.models.registry import load_detector
+
+    detector, normal = fitted_draem
+    detector.save(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("normal_")}
+    save_file(state, str(weights))
+    old = load_detector(tmp_path / "model")
+    assert int(old.network_.normal_count) == 0
+    detector.config.standardise = "none"
+    try:
+        expected = detector.score(normal)
+    finally:
+        detector.config.standardise = "both"
+    got = old.score(normal)  # standardise "both" by default, but nothing to standardise by
+    np.testing.assert_allclose(got.image, expected.image, rtol=1e-5)
+    np.testing.assert_allclose(got.maps, expected.maps, rtol=1e-5, atol=1e-6)
+    del state["reconstructive.head.bias"]  # any other missing tensor is still an error
+    save_file(state, str(weights))
+    with pytest.raises(DataError, match="missing"):
+        load_detector(tmp_path / "model")
+
+
 def test_with_tta_the_map_is_read_against_flip_symmetric_statistics(fitted_draem):
     """Under tta a flipped image's map is in flipped coordinates: the statistics it is read against are
     the kept ones averaged over the four flips (a normal peak on the left edge counts on the right too)."""

@@ -218,7 +218,11 @@ def load_weights(network: nn.Module, weights_path: Path) -> None:
         raise DataError(f"{weights_path}: cannot read the weights ({err}); the file is empty, truncated or not "
                         "safetensors. Fix: restore it or fit the model again.") from None
     expected = network.state_dict()
-    missing = sorted(set(expected) - set(state))
+    # buffers a module added later (it says which in `optional_buffers`) may be absent from older files:
+    # those keep their initial values, which the module reads as "not fitted"
+    optional = {f"{name}.{buffer}" if name else buffer for name, module in network.named_modules()
+                for buffer in getattr(module, "optional_buffers", ())}
+    missing = sorted(set(expected) - set(state) - optional)
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
     if missing or unexpected or wrong:
@@ -233,4 +237,4 @@ def load_weights(network: nn.Module, weights_path: Path) -> None:
             detail.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
         raise DataError(f"{weights_path}: the weights do not fit the network its config.json describes "
                         f"({'; '.join(detail)}). Fix: keep each model's weights with its own config.json.")
-    network.load_state_dict(state)
+    network.load_state_dict(state, strict=not (optional - set(state)))

@@ -162,7 +162,10 @@ class DRAEMNetwork(nn.Module):
     One channel: `segment.losses.focal` is a per-class sigmoid over class-index targets (0 background,
     1 defect), so channel 0 is the defect logit; a background channel would learn nothing of its own.
     With `size` (H, W) it also holds the per-pixel mean and std of the training normals' defect maps
-    (buffers, saved with the weights; `normal_count` 0 until `DRAEM` fills them when a fit ends)."""
+    (buffers, saved with the weights; `normal_count` 0 until `DRAEM` fills them when a fit ends; models
+    saved before they existed load without them, and read their map as it is)."""
+
+    optional_buffers = ("normal_mean", "normal_std", "normal_count")
 
     def __init__(self, channels: int, width: int, depth: int, size: tuple[int, int] | None = None):
         super().__init__()
