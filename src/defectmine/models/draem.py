@@ -236,10 +236,8 @@ class DRAEM(TrainedDetector):
     def _fit_normal_statistics(self, normal: ImageDataset) -> None:
         """Per-pixel mean and std of the selected network's defect maps of the normal training images
         (after val selection, so the val checks during training rank by the map as it is)."""
-        network, step = self.network_, self.config.score_batch_size
-        pixels = normal.raw_images()
-        maps = torch.cat([self._defect_map(normalise(pixels[i:i + step].to(self.device), self.spec_)).cpu()
-                          for i in range(0, len(pixels), step)])
+        network = self.network_
+        maps = torch.cat([self._defect_map(batch).cpu() for batch in self._normalised_batches(normal.raw_images())])
         network.normal_mean.copy_(maps.mean(dim=0))
         network.normal_std.copy_(maps.std(dim=0) if len(maps) > 1 else torch.zeros_like(maps[0]))
         network.normal_count.fill_(len(maps))

@@ -197,6 +197,12 @@ class TrainedDetector(Detector):
             maps.append(low_res.flip(dims) if dims else low_res)
         return torch.stack(images).mean(0), torch.stack(maps).mean(0)
 
+    def _normalised_batches(self, pixels: torch.Tensor):
+        """uint8 `pixels` (N, C, H, W) in batches of `score_batch_size`, on the device, normalised as in the fit."""
+        step = self.config.score_batch_size
+        for start in range(0, len(pixels), step):
+            yield normalise(pixels[start:start + step].to(self.device), self.spec_)
+
     @torch.inference_mode()
     def score(self, images: ImageDataset | torch.Tensor, *, maps: bool = True, heatmap: str = "native") -> Scores:
         """Image scores and, unless maps=False, maps at the input size.
@@ -214,12 +220,10 @@ class TrainedDetector(Detector):
         network = self.network_
         was_training = network.training
         network.eval()
-        step = self.config.score_batch_size
         native_maps = maps and heatmap == "native"
         tta = getattr(self.config, "tta", False)
         image_scores, all_maps = [], []
-        for start in range(0, len(pixels), step):
-            batch = normalise(pixels[start:start + step].to(self.device), self.spec_)
+        for batch in self._normalised_batches(pixels):
             image, low_res = self._flip_averaged_scores(batch) if tta else self._scores(
                 batch.contiguous(memory_format=torch.channels_last))
             image_scores.append(image.cpu())
