@@ -207,6 +207,16 @@ def read_model_document(path: Path) -> dict:
     return document
 
 
+def saved_model_class(path: Path, document: dict, kind: str, registry: dict[str, type]) -> type:
+    """The registered class named by `document[kind]` (a model folder's config.json, `kind` "detector" or
+    "segmenter"), or one DataError naming the file and the known names."""
+    name = document.get(kind, "")
+    if name not in registry:
+        raise DataError(f"{Path(path) / CONFIG_FILE}: unknown {kind} {name!r} (known: {', '.join(registry)}). "
+                        "Fix: load it with the defectmine version that saved it.")
+    return registry[name]
+
+
 def load_weights(network: nn.Module, weights_path: Path) -> None:
     """Load a safetensors file into `network` with strict keys and shapes, or raise one DataError."""
     from safetensors import SafetensorError

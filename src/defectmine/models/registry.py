@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from defectmine.errors import DataError, lookup
-from defectmine.models.base import CONFIG_FILE, Detector, read_model_document
+from defectmine.models.base import CONFIG_FILE, Detector, read_model_document, saved_model_class
 from defectmine.models.classifier import Classifier
 from defectmine.models.draem import DRAEM
 from defectmine.models.fcdd import FCDD
@@ -36,11 +36,7 @@ def load_detector(path: Path) -> Detector:
     """Load any saved detector; the folder's config.json says which class. Broken folders raise one
     DataError naming the file (see `Detector.load`)."""
     document = read_model_document(Path(path))
-    name = document.get("detector", "")
     if "segmenter" in document:
         raise DataError(f"{Path(path) / CONFIG_FILE}: holds the segmenter {document['segmenter']!r}, not a detector. "
                         "Fix: use `defectmine segment predict` (or defectmine.segment.load_segmenter).")
-    if name not in DETECTORS:
-        raise DataError(f"{Path(path) / CONFIG_FILE}: unknown detector {name!r} (known: {', '.join(DETECTORS)}). "
-                        "Fix: load it with the defectmine version that saved it.")
-    return detector_class(name).load(Path(path))
+    return saved_model_class(path, document, "detector", DETECTORS).load(Path(path))

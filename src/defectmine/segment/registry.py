@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from defectmine.errors import DataError, lookup
-from defectmine.models.base import CONFIG_FILE, read_model_document
+from defectmine.models.base import CONFIG_FILE, read_model_document, saved_model_class
 from defectmine.segment.segmenter import Segmenter
 from defectmine.segment.unet import UNet
 
@@ -31,8 +31,4 @@ def load_segmenter(path: Path) -> Segmenter:
     if "segmenter" not in document:
         raise DataError(f"{path / CONFIG_FILE}: holds the detector {document['detector']!r}, not a segmenter. "
                         "Fix: load it with defectmine.models.registry.load_detector.")
-    name = document["segmenter"]
-    if name not in SEGMENTERS:
-        raise DataError(f"{path / CONFIG_FILE}: unknown segmenter {name!r} (known: {', '.join(SEGMENTERS)}). "
-                        "Fix: load it with the defectmine version that saved it.")
-    return segmenter_class(name).load(path)
+    return saved_model_class(path, document, "segmenter", SEGMENTERS).load(path)
