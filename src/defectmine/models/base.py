@@ -212,7 +212,7 @@ def saved_model_class(path: Path, document: dict, kind: str, registry: dict[str,
     "segmenter"), or one DataError naming the file and the known names."""
     name = document.get(kind, "")
     if name not in registry:
-        raise DataError(f"{Path(path) / CONFIG_FILE}: unknown {kind} {name!r} (known: {', '.join(registry)}). "
+        raise DataError(f"{path / CONFIG_FILE}: unknown {kind} {name!r} (known: {', '.join(registry)}). "
                         "Fix: load it with the defectmine version that saved it.")
     return registry[name]
 

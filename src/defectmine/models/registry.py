@@ -35,8 +35,9 @@ def create(name: str, **params) -> Detector:
 def load_detector(path: Path) -> Detector:
     """Load any saved detector; the folder's config.json says which class. Broken folders raise one
     DataError naming the file (see `Detector.load`)."""
-    document = read_model_document(Path(path))
+    path = Path(path)
+    document = read_model_document(path)
     if "segmenter" in document:
-        raise DataError(f"{Path(path) / CONFIG_FILE}: holds the segmenter {document['segmenter']!r}, not a detector. "
+        raise DataError(f"{path / CONFIG_FILE}: holds the segmenter {document['segmenter']!r}, not a detector. "
                         "Fix: use `defectmine segment predict` (or defectmine.segment.load_segmenter).")
-    return saved_model_class(path, document, "detector", DETECTORS).load(Path(path))
+    return saved_model_class(path, document, "detector", DETECTORS).load(path)
