@@ -1,6 +1,7 @@
-"""Zero labels, still localised: vae_gradcam and draem on Magnetic Tile and ELPV (fixed splits), K = 0
-(and K = 10 for both: draem trains on the labelled defects and their masks, vae_gradcam through its anomaly
-hinge, anomaly_weight 10), beside FCDD's K = 0 rows of benchmarks/results/fcdd/.
+"""Zero labels, still localised: vae_gradcam, draem and padim on Magnetic Tile and ELPV (fixed splits), K = 0
+(and K = 10 for the first two: draem trains on the labelled defects and their masks, vae_gradcam through its
+anomaly hinge, anomaly_weight 10; padim uses normal images only), beside FCDD's K = 0 rows of
+benchmarks/results/fcdd/.
 
 Each (dataset, detector, K, seed) fits in its own subprocess (peak RSS per row) and its row is kept in
 benchmarks/results/zero_label/ (delete a file to re-run it), so an interrupted run continues. Writes
@@ -36,11 +37,13 @@ IMAGE_SIZE = 128
 PARAMS = {
     "vae_gradcam": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "eval_every": 2},
     "draem": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "width": 8, "depth": 4, "eval_every": 2},
+    "padim": {},  # trains nothing: its defaults (random resnet18 features) on every budget
 }
 # `--budget gpu`: the budget for a lent GPU (rows kept apart, with "-gpu" in their file names). draem's
 # went from 40 epochs to 80 (checked every 10) when the lever draem_e80 led on val over three seeds
 # (BENCHMARKS.md); `gpu40` is the budget before, at which draem's 40-epoch rows and its levers' were fitted.
 GPU40_PARAMS = {
+    **PARAMS,
     "vae_gradcam": {**PARAMS["vae_gradcam"], "epochs": 40, "eval_every": 5},
     "draem": {**PARAMS["draem"], "epochs": 40, "eval_every": 5},
 }
@@ -51,7 +54,7 @@ BUDGETS = {"smoke": PARAMS, "gpu": GPU_PARAMS, "gpu40": GPU40_PARAMS}
 REPLACED_BUDGETS = {"gpu40": "gpu"}
 # With labelled defects (K > 0) the VAE trains on them only through its anomaly hinge (off by default).
 LABELLED_PARAMS = {"vae_gradcam": {"anomaly_weight": 10.0}}
-CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10), ("vae_gradcam", 10)]
+CONFIGS = [("vae_gradcam", 0), ("draem", 0), ("draem", 10), ("vae_gradcam", 10), ("padim", 0)]
 class Lever(NamedTuple):
     """A measured option of a detector, run by name (`--configs draem_band:0`) and compared with
     `compared_with` on shared seeds."""
@@ -245,6 +248,8 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
                 maps[kind] = _map_metrics(data, detector.score(data.val).maps, detector.score(data.test).maps)
             if seed == 0:
                 _figure(detector, data.test, RESULTS / f"{dataset}-vae_gradcam-maps{_suffix(budget)}.png")
+    if detector_name == "padim" and data.test.has_masks:
+        maps["distance map"] = _map_metrics(data, detector.score(data.val).maps, detector.score(data.test).maps)
     score_variants = None
     if detector_name == "draem":
         import numpy as np
@@ -287,7 +292,8 @@ def _suffix(budget: str) -> str:
 def _name(row: dict) -> str:
     """The detector column: its name, and its epochs where a row's budget is not the smoke one."""
     epochs = (row.get("params") or {}).get("epochs")
-    return row["detector"] if row.get("budget", "smoke") == "smoke" else f"{row['detector']} ({epochs} epochs)"
+    trained = epochs is not None  # padim trains nothing: its rows are the same on every budget
+    return row["detector"] if row.get("budget", "smoke") == "smoke" or not trained else f"{row['detector']} ({epochs} epochs)"
 
 
 def _fcdd_rows() -> list[dict]:
@@ -323,7 +329,9 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         f"Date: {time.strftime('%Y-%m-%d')}; rows ran on: {machines_summary(r['machine'] for r in ours + peer + levers)}.  ",
         f"Settings: {IMAGE_SIZE}x{IMAGE_SIZE} grayscale, fixed splits, from scratch; vae_gradcam {PARAMS['vae_gradcam']} "
         f"(5 blocks, latent 32, beta 1e-3, lambda 0.01, t 20); draem {PARAMS['draem']} (synthetic perlin + cutpaste + "
-        f"poisson from the training images, source_ops 3); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
+        f"poisson from the training images, source_ops 3); padim with its defaults (resnet18 with random weights drawn "
+        "from the seed, stages 1-3, 100 random channels, ridge 0.01, map sigma 4 px; nothing trained, normal images "
+        "only); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
         f"draem {GPU_PARAMS['draem']}; draem's 40-epoch rows: --budget gpu40, its GPU budget until 80 epochs was "
         f"adopted, draem {GPU40_PARAMS['draem']}. draem's map: 'standardised map' is its defect probability read pixel by "
         "pixel against the training normals' maps (standardise, its default: the map and image score it returns), "
@@ -590,7 +598,7 @@ def main() -> None:
     command = ("python benchmarks/zero_label.py " + " ".join(sys.argv[1:])).strip()
     text, summary = render(rows + _fcdd_rows(), command)
     print(text)
-    replace_section(REPO / "BENCHMARKS.md", "zero-label", "Zero labels, still localised (vae_gradcam, draem)", text)
+    replace_section(REPO / "BENCHMARKS.md", "zero-label", "Zero labels, still localised (vae_gradcam, draem, padim)", text)
     update_summary(RESULTS, summary)
 
 

@@ -29,6 +29,7 @@ TINY = {
     "segdec": {"width": 4},
     "draem": {"width": 4, "depth": 2},
     "vae_gradcam": {"width": 8, "blocks": 3, "anomaly_map": "residual"},
+    "padim": {"n_features": 20},
     "unet": {"encoder": "cnn", "width": 8},
 }
 CLASSES = ("background", "bright", "dark")

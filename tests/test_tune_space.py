@@ -19,9 +19,16 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("detector", sorted(DETECTORS))
 def test_every_detector_has_a_valid_default_space(detector):
-    names = {d.name for d in default_space(detector)}
-    assert {"lr", "epochs", "width", "augment"} <= names
+    names = {d.name for d in default_space(detector, {"backbone": "cnn"})}
+    # padim trains nothing: no learning rate or epochs to search, its features and Gaussians instead
+    expected = {"n_features", "ridge", "sigma", "width"} if detector == "padim" else {"lr", "epochs", "width", "augment"}
+    assert expected <= names
     assert "width" not in {d.name for d in default_space(detector, {"backbone": "resnet18"})}
+
+
+def test_the_small_cnns_width_is_searched_only_where_it_is_the_backbone():
+    assert "width" in {d.name for d in default_space("fcdd")}  # fcdd's default backbone is the small CNN
+    assert "width" not in {d.name for d in default_space("padim")}  # padim's is resnet18
 
 
 def test_liac_searches_lil_margin_only_with_the_lil_loss():

@@ -11,6 +11,8 @@ import typer
 
 from defectmine.cli.app import parse_params
 
+DEFAULT_EPOCHS = 25  # the command line's, for every detector that trains
+
 
 @dataclass
 class ModelOptions:
@@ -19,7 +21,7 @@ class ModelOptions:
 
     data: Optional[str]
     detector: str
-    backbone: str
+    backbone: Optional[str]
     backbone_weights: Optional[str]
     freeze_backbone: bool
     epochs: int
@@ -48,8 +50,12 @@ class ModelOptions:
 
     def settings(self, **run) -> dict:
         """The RunConfig fields these options give, as a dict (`run`: the command's own fields)."""
-        params = {"backbone": self.backbone, "backbone_weights": self.backbone_weights, "epochs": self.epochs,
-                  "device": self.device}
+        params = {"backbone_weights": self.backbone_weights, "device": self.device}
+        if self.backbone is not None:  # unset: the detector's own (the small CNN; padim's is resnet18)
+            params["backbone"] = self.backbone
+        # padim trains nothing: --epochs reaches it only when typed, and then its error names the option
+        if self.epochs != DEFAULT_EPOCHS or _has_option(self.detector, "epochs"):
+            params["epochs"] = self.epochs
         if self.freeze_backbone:  # only when asked: a detector without a backbone has no such option
             params["freeze_backbone"] = True
         params.update(parse_params(self.param))
@@ -59,6 +65,14 @@ class ModelOptions:
             threshold_k=self.threshold_k, threshold_value=self.threshold_value, skip_bad=self.skip_bad,
             quiet=self.quiet, **run,
         )
+
+
+def _has_option(detector: str, option: str) -> bool:
+    """Whether `detector` has `option`; True for an unknown detector name, whose own error comes later."""
+    from defectmine.models.registry import DETECTORS
+
+    cls = DETECTORS.get(detector)
+    return cls is None or option in {f.name for f in fields(cls.Config)}
 
 
 #: Model options that `run_config` puts into detector_params rather than into a RunConfig field.
@@ -111,10 +125,10 @@ def layered_run_config(options: ModelOptions, given: set[str], *, config_file=No
 MODEL_OPTIONS = {  # name -> (type, typer option); the fields of ModelOptions
     "data": (Optional[str], typer.Option(None, "--data", "-d", help="Folder (normal/, anomalous/<class>/, masks/), CSV manifest, or built-in set: magnetic_tile, elpv.")),
     "detector": (str, typer.Option("fcdd", help="Detector name (`defectmine detectors` lists them).")),
-    "backbone": (str, typer.Option("cnn", help="'cnn' (from scratch) or a timm name: resnet18, vgg16, inception_v3, ...")),
+    "backbone": (Optional[str], typer.Option(None, show_default=False, help="'cnn' (from scratch; every detector's default but padim's: resnet18) or a timm name: resnet18, vgg16, inception_v3, ...")),
     "backbone_weights": (Optional[str], typer.Option(None, help="Local weights file, or 'pretrained' (timm hub; needs network).")),
     "freeze_backbone": (bool, typer.Option(False, help="Keep the backbone's weights fixed and train only the head (frozen features, e.g. of --backbone-weights); default: fine-tune all.")),
-    "epochs": (int, typer.Option(25, help="Training epochs.")),
+    "epochs": (int, typer.Option(DEFAULT_EPOCHS, help="Training epochs.")),
     "image_size": (int, typer.Option(128, help="Images are resized to SIZE x SIZE.")),
     "channels": (int, typer.Option(1, help="1 (grayscale) or 3 (RGB).")),
     "resize": (str, typer.Option("stretch", help="'stretch' or 'pad' (keep aspect ratio).")),

@@ -10,6 +10,7 @@ from defectmine.models.classifier import Classifier
 from defectmine.models.draem import DRAEM
 from defectmine.models.fcdd import FCDD
 from defectmine.models.liac import LIAC
+from defectmine.models.padim import PaDiM
 from defectmine.models.segdec import SegDec
 from defectmine.models.vae_gradcam import VAEGradCAM
 
@@ -20,6 +21,7 @@ DETECTORS: dict[str, type[Detector]] = {
     SegDec.name: SegDec,
     VAEGradCAM.name: VAEGradCAM,
     DRAEM.name: DRAEM,
+    PaDiM.name: PaDiM,
 }
 
 

@@ -66,6 +66,9 @@ _DEFAULTS = {
     "liac": {**_COMMON, "acl_weight": {"low": 0.0, "high": 2.0}},
     "segdec": {**_COMMON, "seg_weight": {"low": 0.0, "high": 2.0}, "keep_clean": {"low": 0.2, "high": 0.8},
                "detach_decision": [False, True]},
+    # nothing is trained: the space is the features and the Gaussians
+    "padim": {"n_features": {"low": 20, "high": 200}, "ridge": {"low": 1e-3, "high": 1e-1, "log": True},
+              "sigma": {"low": 1.0, "high": 8.0}},
 }
 #: Widths of the small CNN searched by default; SegDec's decoder needs wider features.
 _WIDTHS = {"segdec": [8, 16, 32]}
@@ -74,11 +77,13 @@ _WIDTHS = {"segdec": [8, 16, 32]}
 def default_space(detector: str, base_params: dict | None = None) -> list[Dimension]:
     """The default space of `detector`: learning rate, epochs, weight decay, flips, and its own levers
     (FCDD: anomaly share and synthetic defects; classifier: the loss; LIAC: the ACL weight and LIL's
-    margin; SegDec: the segmentation-loss weight, DLI's clean share, the detached decision head). With the small CNN (`backbone` "cnn", the default) also its width. `base_params` are the
-    detector options of the run the search starts from."""
+    margin; SegDec: the segmentation-loss weight, DLI's clean share, the detached decision head; PaDiM,
+    which trains nothing: its kept channels, ridge and map smoothing). With the small CNN (`backbone` "cnn")
+    also its width. `base_params` are the detector options of the run the search starts from."""
     base_params = base_params or {}
     entries = dict(_DEFAULTS.get(detector, _COMMON))
-    if base_params.get("backbone", "cnn") == "cnn":
+    default_backbone = next((f.default for f in fields(detector_class(detector).Config) if f.name == "backbone"), None)
+    if base_params.get("backbone", default_backbone) == "cnn":
         entries["width"] = _WIDTHS.get(detector, [4, 8, 16])
     if detector == "liac" and base_params.get("loss", "lil") == "lil":
         entries["loss_params.margin"] = {"low": 1.0, "high": 50.0, "log": True}
