@@ -70,7 +70,9 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "draem_band": Lever("draem", {"defects": ["perlin", "cutpaste", "poisson", "band"], "source_ops": 0},
                               "draem_src0"),
           # texture sources flipped but never turned: grinding marks keep their direction, as in uneven
-          "draem_noturn": Lever("draem", {"source_turns": False}, "draem")}
+          "draem_noturn": Lever("draem", {"source_turns": False}, "draem"),
+          # three random encoders (seeds s, s + 1, s + 2) whose standardised scores are averaged
+          "padim_ens3": Lever("padim", {"ensemble": 3}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"
