@@ -333,7 +333,7 @@ def render(rows: list[dict], command: str) -> tuple[str, dict]:
         f"(5 blocks, latent 32, beta 1e-3, lambda 0.01, t 20); draem {PARAMS['draem']} (synthetic perlin + cutpaste + "
         f"poisson from the training images, source_ops 3); padim with its defaults (resnet18 with random weights drawn "
         "from the seed, stages 1-3, 100 random channels, ridge 0.01, map sigma 4 px; nothing trained, normal images "
-        "only); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
+        f"only); rows marked with epochs: --budget gpu, vae_gradcam {GPU_PARAMS['vae_gradcam']}, "
         f"draem {GPU_PARAMS['draem']}; draem's 40-epoch rows: --budget gpu40, its GPU budget until 80 epochs was "
         f"adopted, draem {GPU40_PARAMS['draem']}. draem's map: 'standardised map' is its defect probability read pixel by "
         "pixel against the training normals' maps (standardise, its default: the map and image score it returns), "
