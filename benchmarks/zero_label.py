@@ -72,7 +72,12 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           # texture sources flipped but never turned: grinding marks keep their direction, as in uneven
           "draem_noturn": Lever("draem", {"source_turns": False}, "draem"),
           # three random encoders (seeds s, s + 1, s + 2) whose standardised scores are averaged
-          "padim_ens3": Lever("padim", {"ensemble": 3}, "padim")}
+          "padim_ens3": Lever("padim", {"ensemble": 3}, "padim"),
+          # PaDiM's other choices, one at a time: more kept channels, the two finer stages only, a narrower
+          # smoothing of the map
+          "padim_n200": Lever("padim", {"n_features": 200}, "padim"),
+          "padim_l12": Lever("padim", {"layers": [1, 2]}, "padim"),
+          "padim_sigma2": Lever("padim", {"sigma": 2.0}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"
