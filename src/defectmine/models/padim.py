@@ -1,5 +1,6 @@
-"""PaDiM-style detector (Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly
-Detection and Localization", ICPR 2021): one Gaussian per feature-map position.
+"""PaDiM-style detector (Defard et al., PaDiM, ICPR 2021): one Gaussian per feature-map position.
+
+The paper: "PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and Localization".
 
 A frozen multi-scale encoder describes every position of an image by its stages' features (deeper
 stages resized to the first one's grid, a random subset of `n_features` channels kept: PaDiM's random
