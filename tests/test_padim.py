@@ -103,3 +103,27 @@ def test_command_line_defaults_leave_each_detector_its_own_backbone_and_epochs()
     assert create("fcdd").config.backbone == "cnn"
     typed = _options(detector="padim", backbone="cnn", epochs=3).settings()["detector_params"]
     assert typed["backbone"] == "cnn" and typed["epochs"] == 3  # and create() then names epochs as unknown
+
+
+def test_fit_and_predict_from_the_command_line_and_a_typed_epochs_is_one_clear_line(synthetic_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from defectmine.cli import app
+    from defectmine.models.registry import load_detector
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["fit", "--data", str(synthetic_folder), "--detector", "padim", "--k", "0",
+                                 "--image-size", "32", "--device", "cpu", "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = load_detector(run / "model")
+    assert model.config.backbone == "resnet18"  # its own default: --backbone was not typed
+    assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
+    predicted = runner.invoke(app, ["predict", "--model", str(run / "model"), "--data", str(synthetic_folder),
+                                    "--out", str(tmp_path / "predicted"), "--quiet"])
+    assert predicted.exit_code == 0, predicted.output
+    assert (tmp_path / "predicted" / "scores.csv").is_file()
+    typed = runner.invoke(app, ["fit", "--data", str(synthetic_folder), "--detector", "padim", "--epochs", "3",
+                                "--image-size", "32", "--out", str(tmp_path / "other"), "--quiet"])
+    assert typed.exit_code != 0 and "unknown option(s) epochs" in typed.output
+    assert not (tmp_path / "other").exists()
