@@ -125,11 +125,7 @@ def run_one(job: dict) -> dict:
     pretraining = None
     if params.get("backbone_weights") == SSL_WEIGHTS:
         params["backbone_weights"] = job["weights_file"]
-        from defectmine.pretrain import INFO_FILE
-
-        info = json.loads((Path(job["weights_file"]).parent / INFO_FILE).read_text())
-        pretraining = {key: info.get(key) for key in ("method", "width", "epochs", "final_loss", "wall_seconds",
-                                                       "device", "source")}
+        pretraining = pretraining_info(job["weights_file"])
     config = RunConfig(data=job["dataset"], detector=job["detector"], k=job["k"], seed=job["seed"], quiet=True,
                        detector_params=params, **run)
     records = None
@@ -181,6 +177,14 @@ def _pretrained(width: int, image_size: int, quiet: bool) -> str:
     result = pretrain(images, out_dir=out, method=DEFAULT_METHOD, width=width, stride=8, epochs=SSL_EPOCHS, seed=0,
                       source="+".join(DATASETS), quiet=quiet)
     return str(result.weights)
+
+
+def pretraining_info(weights_file: str) -> dict:
+    """What a row records of the pretraining behind `weights_file` (from the pretrain.json beside it)."""
+    from defectmine.pretrain import INFO_FILE
+
+    info = json.loads((Path(weights_file).parent / INFO_FILE).read_text())
+    return {key: info.get(key) for key in ("method", "width", "epochs", "final_loss", "wall_seconds", "device", "source")}
 
 
 def ssl_jobs(rows: list[dict], args) -> list[dict]:

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import (FitFailed, kept_row, machines_summary, machine_description, replace_section,  # noqa: E402
                     mean_std_cell, score_speed, subprocess_env, update_summary)
+from levers import SSL_WEIGHTS  # noqa: E402  a lever's backbone_weights "ours": levers.py's self-supervised weights
 
 RESULTS = REPO / "benchmarks" / "results" / "zero_label"
 FCDD_RESULTS = REPO / "benchmarks" / "results" / "fcdd"
@@ -77,7 +78,10 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           # smoothing of the map
           "padim_n200": Lever("padim", {"n_features": 200}, "padim"),
           "padim_l12": Lever("padim", {"layers": [1, 2]}, "padim"),
-          "padim_sigma2": Lever("padim", {"sigma": 2.0}, "padim")}
+          "padim_sigma2": Lever("padim", {"sigma": 2.0}, "padim"),
+          # the features of our own self-supervised small CNN (levers.py's ssl weights: the library's default
+          # method, 30 epochs on both sets' training images, no val or test image) instead of random resnet18's
+          "padim_ssl": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": "ours"}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"
@@ -236,7 +240,13 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
     from defectmine.pipeline import RunConfig, fit_run, prepare_data
 
     params = {**BUDGETS[budget][detector_name], **lever.options, **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
-    config = RunConfig(data=dataset, detector=detector_name, detector_params=dict(params), k=k,
+    fit_params, pretraining = dict(params), None
+    if params.get("backbone_weights") == SSL_WEIGHTS:  # pretrained once into runs/bench/, then reused
+        from levers import pretraining_info, ssl_weights
+
+        fit_params["backbone_weights"] = ssl_weights({"width": params["width"]}, IMAGE_SIZE)
+        pretraining = pretraining_info(fit_params["backbone_weights"])
+    config = RunConfig(data=dataset, detector=detector_name, detector_params=fit_params, k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
     result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{config_name}-k{k}-s{seed}-{budget}",
                      overwrite=True)
@@ -285,6 +295,7 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
         "val_auroc": metrics["val"].get("auroc"), "f1_mean_std": f1_mean_std, "maps": maps,
         "image_score_variants": score_variants,
         "standardise": getattr(detector.config, "standardise", None),
+        **({"pretraining": pretraining} if pretraining else {}),
         "fit_seconds": metrics["timing"]["fit_seconds"], **timings,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "best_epoch": metrics["training"]["best_epoch"], "threads": torch.get_num_threads(),
