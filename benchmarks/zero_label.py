@@ -81,7 +81,9 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "padim_sigma2": Lever("padim", {"sigma": 2.0}, "padim"),
           # the features of our own self-supervised small CNN (levers.py's ssl weights: the library's default
           # method, 30 epochs on both sets' training images, no val or test image) instead of random resnet18's
-          "padim_ssl": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": "ours"}, "padim")}
+          "padim_ssl": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": "ours"}, "padim"),
+          # the same small CNN pretrained inside the fit, on the normal training images only (30 epochs)
+          "padim_pre30": Lever("padim", {"backbone": "cnn", "width": 8, "pretrain_epochs": 30}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"

@@ -127,3 +127,20 @@ def test_fit_and_predict_from_the_command_line_and_a_typed_epochs_is_one_clear_l
                                 "--image-size", "32", "--out", str(tmp_path / "other"), "--quiet"])
     assert typed.exit_code != 0 and "unknown option(s) epochs" in typed.output
     assert not (tmp_path / "other").exists()
+
+
+def test_pretrain_epochs_fits_the_gaussians_on_features_pretrained_on_the_normal_images(tmp_path):
+    from defectmine.models.registry import load_detector
+
+    normal = ImageDataset.from_tensor(_textured(24, 0), SPEC)
+    params = {"backbone": "cnn", "width": 4, "n_features": 8, "device": "cpu", "quiet": True}
+    random_features = create("padim", **params).fit(normal)
+    pretrained = create("padim", pretrain_epochs=1, **params).fit(normal)
+    random_state, pretrained_state = random_features.network_.encoder.state_dict(), pretrained.network_.encoder.state_dict()
+    assert random_state.keys() == pretrained_state.keys()
+    assert any(not torch.equal(random_state[k], pretrained_state[k]) for k in random_state)
+    test = _textured(4, 3)
+    pretrained.save(tmp_path / "model")
+    np.testing.assert_allclose(load_detector(tmp_path / "model").score(test).image, pretrained.score(test).image, rtol=1e-5)
+    with pytest.raises(ConfigError, match="pretrain_epochs=-1"):
+        create("padim", pretrain_epochs=-1)

@@ -18,8 +18,10 @@ Labelled anomalies are not used (a warning says so); fit `draem` or `fcdd` to le
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -32,6 +34,7 @@ from defectmine.data.images import ImageSpec
 from defectmine.errors import ConfigError
 from defectmine.explain.upsample import gaussian_upsample
 from defectmine.models.trained import TrainedDetector
+from defectmine.pretrain import pretrain
 from defectmine.progress import track
 
 
@@ -43,6 +46,10 @@ class PaDiMConfig:
     backbone_weights: None (random weights drawn from `seed`: nothing downloaded), "pretrained" (timm
         hub; needs network) or a local weights file, e.g. our self-supervised backbone.safetensors.
     width: base channel count of the "cnn" / "vit_tiny" encoders (ignored for timm models).
+    pretrain_epochs: 0 (the default): the encoder as `backbone_weights` gives it. n > 0: first pretrain it
+        self-supervised for n epochs on the normal training images (`defectmine.pretrain`, the library's
+        default method; labels unused), starting from `backbone_weights`, then fit the Gaussians on its
+        features. Minutes on a CPU for the small "cnn"; a timm network takes far longer.
     layers: the encoder stages whose features are stacked (`build_encoder`'s out_indices); the first
         one's grid is the grid of Gaussians (resnet18's stage 1: stride 4).
     n_features: channels kept of the stacked features, a random subset drawn from `seed` (PaDiM: 100
@@ -64,6 +71,7 @@ class PaDiMConfig:
     backbone: str = "resnet18"
     backbone_weights: str | None = None
     width: int = 16
+    pretrain_epochs: int = 0
     layers: list[int] = field(default_factory=lambda: [1, 2, 3])
     n_features: int = 100
     ridge: float = 0.01
@@ -89,6 +97,8 @@ class PaDiMConfig:
             raise ConfigError(f"{name}: sigma={self.sigma} must be a positive number of pixels.")
         if self.ensemble < 1 or self.score_batch_size < 1 or self.width < 1:
             raise ConfigError(f"{name}: ensemble, score_batch_size and width must be >= 1.")
+        if self.pretrain_epochs < 0:
+            raise ConfigError(f"{name}: pretrain_epochs={self.pretrain_epochs} must be >= 0 (0: no pretraining).")
 
 
 class PositionGaussians(nn.Module):
@@ -141,18 +151,27 @@ class PaDiM(TrainedDetector):
     name = "padim"
     Config = PaDiMConfig
 
-    def _build_network(self, spec: ImageSpec) -> nn.Module:
+    def _build_network(self, spec: ImageSpec, weights: str | Path | None = None) -> nn.Module:
+        """The encoder (with `weights`, else `backbone_weights`, else random from the seed) and empty Gaussians."""
         cfg = self.config
         with torch.random.fork_rng(devices=[]):  # the random encoder depends on the seed only
             torch.manual_seed(cfg.seed)
             encoder = build_encoder(cfg.backbone, spec.channels, out_indices=cfg.layers, width=cfg.width,
-                                    weights=cfg.backbone_weights)
+                                    weights=weights or cfg.backbone_weights)
         return PositionGaussians(encoder, spec, cfg.n_features, cfg.seed)
 
     def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
                  on_validation=None):
         cfg = self.config
         network = self._start_fit(normal, anomalous, val)
+        if cfg.pretrain_epochs:
+            with tempfile.TemporaryDirectory(prefix="padim-pretrain-") as folder:
+                result = pretrain(normal, out_dir=folder, backbone=cfg.backbone, width=cfg.width,
+                                  epochs=cfg.pretrain_epochs, seed=cfg.seed, device=cfg.device,
+                                  init_weights=cfg.backbone_weights, source="padim's normal training images",
+                                  quiet=cfg.quiet)
+                network = self._build_network(normal.spec, result.weights)
+            self.network_ = network = network.to(self.device, memory_format=torch.channels_last)
         if anomalous is not None and len(anomalous):
             warnings.warn(f"padim learns from normal images only: the {len(anomalous)} labelled anomalies are not "
                           "used (fit draem or fcdd to learn from them).", stacklevel=3)
