@@ -501,7 +501,12 @@ def _lever_lines(rows: list[dict], levers: list[dict]) -> list[str]:
         pairs = _pairs(group, rows, detector, group[0].get("budget", "smoke"))
         if pairs:
             seeds = sorted(a["seed"] for a, _ in pairs)
-            lines.append(f"- lever {name} vs {detector}, {dataset} K = {k}, seeds {seeds}: {_paired_cells(pairs)}.")
+            line = f"- lever {name} vs {detector}, {dataset} K = {k}, seeds {seeds}: {_paired_cells(pairs)}"
+            pretrained = group[0].get("pretraining")
+            if pretrained:  # done once before the fits (not in their fit time), shared by every seed
+                line += (f"; its weights: {pretrained['method']}, {pretrained['epochs']} epochs on the training images "
+                         f"of {pretrained['source']}, {pretrained['wall_seconds']:.0f} s wall on {pretrained['device']}")
+            lines.append(line + ".")
     return ["", "Levers beside the config each is compared with (same seeds):", "", *lines] if lines else []
 
 
