@@ -152,30 +152,33 @@ def run_one(job: dict) -> dict:
     }
 
 
-def ssl_weights(recipe: dict, image_size: int = IMAGE_SIZE, *, quiet: bool = True) -> str:
+def ssl_weights(recipe: dict, image_size: int = IMAGE_SIZE, *, quiet: bool = True,
+                datasets: tuple[str, ...] = DATASETS) -> str:
     """Our self-supervised weights for `recipe`'s backbone (the small CNN at its width): the library's
-    default method, SSL_EPOCHS epochs on the union of both sets' training images (no val or test
-    image), pretrained once per width and size into runs/bench/ (a rerun continues or reuses them)."""
+    default method, SSL_EPOCHS epochs on the union of `datasets`' training images (both sets by default;
+    no val or test image), pretrained once per width, size and sets into runs/bench/ (a rerun continues
+    or reuses them)."""
     from defectmine.errors import ConfigError
 
     unsupported = sorted(set(recipe) & set(SSL_UNSUPPORTED))
     if unsupported:
         raise ConfigError(f"levers.py --stages ssl: the recipe sets {', '.join(unsupported)}; our pretraining "
                           "builds the small CNN at a width only. Fix: leave the ssl stage out for this recipe.")
-    return _pretrained(recipe.get("width", DETECTOR_PARAMS["width"]), image_size, quiet)
+    return _pretrained(recipe.get("width", DETECTOR_PARAMS["width"]), image_size, quiet, tuple(datasets))
 
 
 @functools.cache
-def _pretrained(width: int, image_size: int, quiet: bool) -> str:
-    """ssl_weights' pretraining: once per width and size in a run (several recipes share a width)."""
+def _pretrained(width: int, image_size: int, quiet: bool, datasets: tuple[str, ...]) -> str:
+    """ssl_weights' pretraining: once per width, size and sets in a run (several recipes share a width)."""
     from pretrain_benchmark import pretraining_images
 
     from defectmine.pretrain import DEFAULT_METHOD, pretrain
 
-    images = pretraining_images({"datasets": list(DATASETS), "limit": None, "image_size": image_size})
-    out = REPO / "runs" / "bench" / f"levers-ssl-{DEFAULT_METHOD}-w{width}-{image_size}px-{SSL_EPOCHS}ep"
+    images = pretraining_images({"datasets": list(datasets), "limit": None, "image_size": image_size})
+    sets = "" if datasets == DATASETS else "-" + "+".join(datasets)  # the union keeps its folder name
+    out = REPO / "runs" / "bench" / f"levers-ssl-{DEFAULT_METHOD}-w{width}-{image_size}px-{SSL_EPOCHS}ep{sets}"
     result = pretrain(images, out_dir=out, method=DEFAULT_METHOD, width=width, stride=8, epochs=SSL_EPOCHS, seed=0,
-                      source="+".join(DATASETS), quiet=quiet)
+                      source="+".join(datasets), quiet=quiet)
     return str(result.weights)
 
 

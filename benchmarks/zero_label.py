@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _table import (FitFailed, kept_row, machines_summary, machine_description, replace_section,  # noqa: E402
                     mean_std_cell, score_speed, subprocess_env, update_summary)
 from levers import SSL_WEIGHTS  # noqa: E402  a lever's backbone_weights "ours": levers.py's self-supervised weights
+OWN_SSL_WEIGHTS = "ours_own"  # the same pretraining on the benchmarked set's training images only
 
 RESULTS = REPO / "benchmarks" / "results" / "zero_label"
 FCDD_RESULTS = REPO / "benchmarks" / "results" / "fcdd"
@@ -82,6 +83,8 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           # the features of our own self-supervised small CNN (levers.py's ssl weights: the library's default
           # method, 30 epochs on both sets' training images, no val or test image) instead of random resnet18's
           "padim_ssl": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": "ours"}, "padim"),
+          # the same pretraining on the training images of the benchmarked set only
+          "padim_ssl_own": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": OWN_SSL_WEIGHTS}, "padim"),
           # the same small CNN pretrained inside the fit, on the normal training images only (30 epochs)
           "padim_pre30": Lever("padim", {"backbone": "cnn", "width": 8, "pretrain_epochs": 30}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
@@ -243,10 +246,11 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
 
     params = {**BUDGETS[budget][detector_name], **lever.options, **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
     fit_params, pretraining = dict(params), None
-    if params.get("backbone_weights") == SSL_WEIGHTS:  # pretrained once into runs/bench/, then reused
-        from levers import pretraining_info, ssl_weights
+    if params.get("backbone_weights") in (SSL_WEIGHTS, OWN_SSL_WEIGHTS):  # pretrained once into runs/bench/
+        from levers import DATASETS, pretraining_info, ssl_weights
 
-        fit_params["backbone_weights"] = ssl_weights({"width": params["width"]}, IMAGE_SIZE)
+        sets = DATASETS if params["backbone_weights"] == SSL_WEIGHTS else (dataset,)
+        fit_params["backbone_weights"] = ssl_weights({"width": params["width"]}, IMAGE_SIZE, datasets=sets)
         pretraining = pretraining_info(fit_params["backbone_weights"])
     config = RunConfig(data=dataset, detector=detector_name, detector_params=fit_params, k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
