@@ -153,22 +153,22 @@ def run_one(job: dict) -> dict:
 
 
 def ssl_weights(recipe: dict, image_size: int = IMAGE_SIZE, *, quiet: bool = True,
-                datasets: tuple[str, ...] = DATASETS) -> str:
+                datasets: tuple[str, ...] = DATASETS, seed: int = 0) -> str:
     """Our self-supervised weights for `recipe`'s backbone (the small CNN at its width): the library's
     default method, SSL_EPOCHS epochs on the union of `datasets`' training images (both sets by default;
     no val or test image), pretrained once per width, size and sets into runs/bench/ (a rerun continues
-    or reuses them)."""
+    or reuses them). `seed`: the pretraining's seed (0 for every table so far)."""
     from defectmine.errors import ConfigError
 
     unsupported = sorted(set(recipe) & set(SSL_UNSUPPORTED))
     if unsupported:
         raise ConfigError(f"levers.py --stages ssl: the recipe sets {', '.join(unsupported)}; our pretraining "
                           "builds the small CNN at a width only. Fix: leave the ssl stage out for this recipe.")
-    return _pretrained(recipe.get("width", DETECTOR_PARAMS["width"]), image_size, quiet, tuple(datasets))
+    return _pretrained(recipe.get("width", DETECTOR_PARAMS["width"]), image_size, quiet, tuple(datasets), seed)
 
 
 @functools.cache
-def _pretrained(width: int, image_size: int, quiet: bool, datasets: tuple[str, ...]) -> str:
+def _pretrained(width: int, image_size: int, quiet: bool, datasets: tuple[str, ...], seed: int = 0) -> str:
     """ssl_weights' pretraining: once per width, size and sets in a run (several recipes share a width)."""
     from pretrain_benchmark import pretraining_images
 
@@ -176,8 +176,9 @@ def _pretrained(width: int, image_size: int, quiet: bool, datasets: tuple[str, .
 
     images = pretraining_images({"datasets": list(datasets), "limit": None, "image_size": image_size})
     sets = "" if datasets == DATASETS else "-" + "+".join(datasets)  # the union keeps its folder name
-    out = REPO / "runs" / "bench" / f"levers-ssl-{DEFAULT_METHOD}-w{width}-{image_size}px-{SSL_EPOCHS}ep{sets}"
-    result = pretrain(images, out_dir=out, method=DEFAULT_METHOD, width=width, stride=8, epochs=SSL_EPOCHS, seed=0,
+    seeded = f"-s{seed}" if seed else ""  # so does seed 0
+    out = REPO / "runs" / "bench" / f"levers-ssl-{DEFAULT_METHOD}-w{width}-{image_size}px-{SSL_EPOCHS}ep{sets}{seeded}"
+    result = pretrain(images, out_dir=out, method=DEFAULT_METHOD, width=width, stride=8, epochs=SSL_EPOCHS, seed=seed,
                       source="+".join(datasets), quiet=quiet)
     return str(result.weights)
 
@@ -187,7 +188,8 @@ def pretraining_info(weights_file: str) -> dict:
     from defectmine.pretrain import INFO_FILE
 
     info = json.loads((Path(weights_file).parent / INFO_FILE).read_text())
-    return {key: info.get(key) for key in ("method", "width", "epochs", "final_loss", "wall_seconds", "device", "source")}
+    return {key: info.get(key) for key in ("method", "width", "epochs", "final_loss", "wall_seconds", "device", "source",
+                                           "seed")}
 
 
 def ssl_jobs(rows: list[dict], args) -> list[dict]:

@@ -30,6 +30,7 @@ from _table import (FitFailed, kept_row, machines_summary, machine_description, 
                     mean_std_cell, score_speed, subprocess_env, update_summary)
 from levers import SSL_WEIGHTS  # noqa: E402  a lever's backbone_weights "ours": levers.py's self-supervised weights
 OWN_SSL_WEIGHTS = "ours_own"  # the same pretraining on the benchmarked set's training images only
+PRETRAIN_SEED = "pretrain_seed"  # a lever option of the benchmark (the pretraining's seed), not of the detector
 
 RESULTS = REPO / "benchmarks" / "results" / "zero_label"
 FCDD_RESULTS = REPO / "benchmarks" / "results" / "fcdd"
@@ -85,6 +86,9 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "padim_ssl": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": "ours"}, "padim"),
           # the same pretraining on the training images of the benchmarked set only
           "padim_ssl_own": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": OWN_SSL_WEIGHTS}, "padim"),
+          # the same with other pretraining seeds: how much of padim_ssl_own's lead is one SimSiam run's draw
+          **{f"padim_ssl_own_p{seed}": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": OWN_SSL_WEIGHTS,
+                                                       PRETRAIN_SEED: seed}, "padim") for seed in (1, 2)},
           # the same small CNN pretrained inside the fit, on the normal training images only (30 epochs)
           "padim_pre30": Lever("padim", {"backbone": "cnn", "width": 8, "pretrain_epochs": 30}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
@@ -245,12 +249,13 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
     from defectmine.pipeline import RunConfig, fit_run, prepare_data
 
     params = {**BUDGETS[budget][detector_name], **lever.options, **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
-    fit_params, pretraining = dict(params), None
+    fit_params, pretraining = {k: v for k, v in params.items() if k != PRETRAIN_SEED}, None
     if params.get("backbone_weights") in (SSL_WEIGHTS, OWN_SSL_WEIGHTS):  # pretrained once into runs/bench/
         from levers import DATASETS, pretraining_info, ssl_weights
 
         sets = DATASETS if params["backbone_weights"] == SSL_WEIGHTS else (dataset,)
-        fit_params["backbone_weights"] = ssl_weights({"width": params["width"]}, IMAGE_SIZE, datasets=sets)
+        fit_params["backbone_weights"] = ssl_weights({"width": params["width"]}, IMAGE_SIZE, datasets=sets,
+                                                     seed=params.get(PRETRAIN_SEED, 0))
         pretraining = pretraining_info(fit_params["backbone_weights"])
     config = RunConfig(data=dataset, detector=detector_name, detector_params=fit_params, k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
