@@ -31,6 +31,7 @@ from _table import (FitFailed, kept_row, machines_summary, machine_description, 
 from levers import SSL_WEIGHTS  # noqa: E402  a lever's backbone_weights "ours": levers.py's self-supervised weights
 OWN_SSL_WEIGHTS = "ours_own"  # the same pretraining on the benchmarked set's training images only
 PRETRAIN_SEED = "pretrain_seed"  # a lever option of the benchmark (the pretraining's seed), not of the detector
+SMALL_CNN = {"backbone": "cnn", "width": 8}  # the backbone our pretraining builds, for padim's ssl levers
 
 RESULTS = REPO / "benchmarks" / "results" / "zero_label"
 FCDD_RESULTS = REPO / "benchmarks" / "results" / "fcdd"
@@ -83,14 +84,14 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "padim_sigma2": Lever("padim", {"sigma": 2.0}, "padim"),
           # the features of our own self-supervised small CNN (levers.py's ssl weights: the library's default
           # method, 30 epochs on both sets' training images, no val or test image) instead of random resnet18's
-          "padim_ssl": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": "ours"}, "padim"),
+          "padim_ssl": Lever("padim", {**SMALL_CNN, "backbone_weights": SSL_WEIGHTS}, "padim"),
           # the same pretraining on the training images of the benchmarked set only
-          "padim_ssl_own": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": OWN_SSL_WEIGHTS}, "padim"),
+          "padim_ssl_own": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS}, "padim"),
           # the same with other pretraining seeds: how much of padim_ssl_own's lead is one SimSiam run's draw
-          **{f"padim_ssl_own_p{seed}": Lever("padim", {"backbone": "cnn", "width": 8, "backbone_weights": OWN_SSL_WEIGHTS,
+          **{f"padim_ssl_own_p{seed}": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS,
                                                        PRETRAIN_SEED: seed}, "padim") for seed in (1, 2)},
           # the same small CNN pretrained inside the fit, on the normal training images only (30 epochs)
-          "padim_pre30": Lever("padim", {"backbone": "cnn", "width": 8, "pretrain_epochs": 30}, "padim")}
+          "padim_pre30": Lever("padim", {**SMALL_CNN, "pretrain_epochs": 30}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
 # (make bench-venv), where anomalib is installed; on a GPU box: `bash benchmarks/on_device.sh draem_peer`.
 PEER = "anomalib_draem"

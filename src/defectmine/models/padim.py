@@ -164,6 +164,9 @@ class PaDiM(TrainedDetector):
                  on_validation=None):
         cfg = self.config
         network = self._start_fit(normal, anomalous, val)
+        if anomalous is not None and len(anomalous):  # said before a pretraining that may take minutes
+            warnings.warn(f"padim learns from normal images only: the {len(anomalous)} labelled anomalies are not "
+                          "used (fit draem or fcdd to learn from them).", stacklevel=3)
         if cfg.pretrain_epochs:
             with tempfile.TemporaryDirectory(prefix="padim-pretrain-") as folder:
                 result = pretrain(normal, out_dir=folder, backbone=cfg.backbone, width=cfg.width,
@@ -172,9 +175,6 @@ class PaDiM(TrainedDetector):
                                   quiet=cfg.quiet)
                 network = self._build_network(normal.spec, result.weights)
             self.network_ = network = network.to(self.device, memory_format=torch.channels_last)
-        if anomalous is not None and len(anomalous):
-            warnings.warn(f"padim learns from normal images only: the {len(anomalous)} labelled anomalies are not "
-                          "used (fit draem or fcdd to learn from them).", stacklevel=3)
         # float64 sums: the covariance is E[xx^T] - mean mean^T, which loses digits in float32
         total = sum_outer = None
         count = 0
@@ -183,9 +183,9 @@ class PaDiM(TrainedDetector):
         with torch.no_grad():
             for batch in track(batches, f"padim ({cfg.backbone} features)", total=-(-len(pixels) // cfg.score_batch_size),
                                quiet=cfg.quiet):
-                features = network.features(batch.contiguous(memory_format=torch.channels_last))
-                per_position = features.double().transpose(0, 1).contiguous()  # (P, B, D)
-                batch_sum, batch_outer = features.double().sum(0), torch.bmm(per_position.transpose(1, 2), per_position)
+                features = network.features(batch.contiguous(memory_format=torch.channels_last)).double()
+                per_position = features.transpose(0, 1).contiguous()  # (P, B, D)
+                batch_sum, batch_outer = features.sum(0), torch.bmm(per_position.transpose(1, 2), per_position)
                 total = batch_sum if total is None else total + batch_sum
                 sum_outer = batch_outer if sum_outer is None else sum_outer + batch_outer
                 count += len(features)
