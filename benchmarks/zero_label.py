@@ -85,6 +85,9 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           # the features of our own self-supervised small CNN (levers.py's ssl weights: the library's default
           # method, 30 epochs on both sets' training images, no val or test image) instead of random resnet18's
           "padim_ssl": Lever("padim", {**SMALL_CNN, "backbone_weights": SSL_WEIGHTS}, "padim"),
+          # the same with other pretraining seeds: whether padim_ssl's lead on Magnetic Tile is one draw
+          **{f"padim_ssl_p{seed}": Lever("padim", {**SMALL_CNN, "backbone_weights": SSL_WEIGHTS,
+                                                   PRETRAIN_SEED: seed}, "padim") for seed in (1, 2)},
           # the same pretraining on the training images of the benchmarked set only
           "padim_ssl_own": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS}, "padim"),
           # the same with other pretraining seeds: how much of padim_ssl_own's lead is one SimSiam run's draw
