@@ -88,6 +88,9 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           # the same with other pretraining seeds: whether padim_ssl's lead on Magnetic Tile is one draw
           **{f"padim_ssl_p{seed}": Lever("padim", {**SMALL_CNN, "backbone_weights": SSL_WEIGHTS,
                                                    PRETRAIN_SEED: seed}, "padim") for seed in (1, 2)},
+          # padim's ensemble over those three pretrainings (one encoder per weights file)
+          "padim_ssl_ens3": Lever("padim", {**SMALL_CNN, "backbone_weights": SSL_WEIGHTS, PRETRAIN_SEED: [0, 1, 2]},
+                                  "padim"),
           # the same pretraining on the training images of the benchmarked set only
           "padim_ssl_own": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS}, "padim"),
           # the same with other pretraining seeds: how much of padim_ssl_own's lead is one SimSiam run's draw
@@ -258,9 +261,12 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
         from levers import DATASETS, pretraining_info, ssl_weights
 
         sets = DATASETS if params["backbone_weights"] == SSL_WEIGHTS else (dataset,)
-        fit_params["backbone_weights"] = ssl_weights({"width": params["width"]}, IMAGE_SIZE, datasets=sets,
-                                                     seed=params.get(PRETRAIN_SEED, 0))
-        pretraining = pretraining_info(fit_params["backbone_weights"])
+        seeds = params.get(PRETRAIN_SEED, 0)  # a list: one pretraining per seed, padim's ensemble over them
+        weights = [ssl_weights({"width": params["width"]}, IMAGE_SIZE, datasets=sets, seed=s)
+                   for s in (seeds if isinstance(seeds, list) else [seeds])]
+        fit_params["backbone_weights"] = weights if isinstance(seeds, list) else weights[0]
+        pretraining = [pretraining_info(w) for w in weights]
+        pretraining = pretraining if isinstance(seeds, list) else pretraining[0]
     config = RunConfig(data=dataset, detector=detector_name, detector_params=fit_params, k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
     result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{config_name}-k{k}-s{seed}-{budget}",
@@ -505,6 +511,16 @@ def _pairs(group: list[dict], rows: list[dict], detector: str, budget: str) -> l
     return [(r, base[r["seed"]]) for r in group if r["seed"] in base]
 
 
+def _pretraining_text(pretrained: dict | list[dict]) -> str:
+    """What a lever line says of the pretraining behind its weights (one run, or one per ensemble member)."""
+    runs = pretrained if isinstance(pretrained, list) else [pretrained]
+    first = runs[0]
+    walls = " + ".join(f"{run['wall_seconds']:.0f}" for run in runs)
+    seeds = f" (one per member, seeds {', '.join(str(run.get('seed')) for run in runs)})" if len(runs) > 1 else ""
+    return (f"{first['method']}, {first['epochs']} epochs on the training images of {first['source']}{seeds}, "
+            f"{walls} s wall on {first['device']}")
+
+
 def _lever_lines(rows: list[dict], levers: list[dict]) -> list[str]:
     """Each lever beside the config it is compared with (LEVERS) on the seeds both ran (same dataset, K,
     budget)."""
@@ -517,8 +533,7 @@ def _lever_lines(rows: list[dict], levers: list[dict]) -> list[str]:
             line = f"- lever {name} vs {detector}, {dataset} K = {k}, seeds {seeds}: {_paired_cells(pairs)}"
             pretrained = group[0].get("pretraining")
             if pretrained:  # done once before the fits (not in their fit time), shared by every seed
-                line += (f"; its weights: {pretrained['method']}, {pretrained['epochs']} epochs on the training images "
-                         f"of {pretrained['source']}, {pretrained['wall_seconds']:.0f} s wall on {pretrained['device']}")
+                line += f"; its weights: {_pretraining_text(pretrained)}"
             lines.append(line + ".")
     return ["", "Levers beside the config each is compared with (same seeds):", "", *lines] if lines else []
 

@@ -402,6 +402,29 @@ def test_zero_label_levers_stay_out_of_the_targets_and_compare_on_shared_seeds_v
                      "0.800 (seeds [0]); test AUROC 0.850 vs 0.710; test pixel AUROC 0.780 vs 0.610."]
 
 
+def test_zero_label_lever_line_names_the_pretraining_behind_its_weights_one_run_or_one_per_member():
+    import zero_label
+
+    def info(seed, wall):
+        return {"method": "simsiam", "epochs": 30, "source": "magnetic_tile+elpv", "wall_seconds": wall,
+                "device": "cpu", "seed": seed}
+
+    def row(detector, auroc, pretraining=None):
+        return {"dataset": "elpv", "detector": detector, "k": 0, "seed": 0, "params": {}, "auroc": auroc,
+                "auprc": 0.5, "f1": 0.5, "val_auroc": auroc, "maps": {}, "fit_seconds": 1.0,
+                "machine": "2 CPU cores, no GPU (code c)", **({"pretraining": pretraining} if pretraining else {})}
+
+    rows = [row("padim", 0.70), row("padim_ssl", 0.68, info(0, 497.2)),
+            row("padim_ssl_ens3", 0.69, [info(0, 497.2), info(1, 207.0), info(2, 199.4)])]
+    lines = {line.split(" vs ")[0]: line for line in zero_label.render(rows, "cmd")[0].splitlines()
+             if line.startswith("- lever ")}
+    assert lines["- lever padim_ssl"].endswith("its weights: simsiam, 30 epochs on the training images of "
+                                               "magnetic_tile+elpv, 497 s wall on cpu.")
+    assert lines["- lever padim_ssl_ens3"].endswith(
+        "its weights: simsiam, 30 epochs on the training images of magnetic_tile+elpv (one per member, seeds 0, 1, "
+        "2), 497 + 207 + 199 s wall on cpu.")
+
+
 def test_zero_label_replaced_budget_stays_out_of_the_targets_and_sits_beside_its_replacement():
     import zero_label
 

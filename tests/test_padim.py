@@ -144,3 +144,45 @@ def test_pretrain_epochs_fits_the_gaussians_on_features_pretrained_on_the_normal
     np.testing.assert_allclose(load_detector(tmp_path / "model").score(test).image, pretrained.score(test).image, rtol=1e-5)
     with pytest.raises(ConfigError, match="pretrain_epochs=-1"):
         create("padim", pretrain_epochs=-1)
+
+
+def _weights_file(path, seed: int):
+    """A small CNN's weights, as our pretraining writes them (a state dict in safetensors)."""
+    from safetensors.torch import save_file
+
+    from defectmine.backbones import build_encoder
+
+    torch.manual_seed(seed)
+    encoder = build_encoder("cnn", 1, width=4)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(path))
+    return str(path)
+
+
+def test_a_list_of_weights_files_is_an_ensemble_with_one_member_per_file(tmp_path):
+    from defectmine.models.registry import load_detector
+
+    files = [_weights_file(tmp_path / f"w{seed}.safetensors", seed) for seed in (10, 11)]
+    normal = ImageDataset.from_tensor(_textured(16, 0), SPEC)
+    params = {"backbone": "cnn", "width": 4, "n_features": 8, "device": "cpu", "quiet": True}
+    both = create("padim", backbone_weights=files, **params)
+    assert both.config.ensemble == 2
+    both.fit(normal)
+    singles = [create("padim", backbone_weights=f, seed=i, **params).fit(normal) for i, f in enumerate(files)]
+    for member, single in zip(both.members_, singles):
+        assert member.config.backbone_weights == single.config.backbone_weights
+        for key, value in single.network_.state_dict().items():
+            assert torch.equal(member.network_.state_dict()[key], value), key
+    test = _textured(4, 3)
+    both.save(tmp_path / "model")
+    np.testing.assert_allclose(load_detector(tmp_path / "model").score(test).image, both.score(test).image, rtol=1e-5)
+    assert create("padim", backbone_weights=files[:1]).config.backbone_weights == files[0]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"backbone_weights": []}, "non-empty list"),
+    ({"backbone_weights": ["a.safetensors", 3]}, "non-empty list"),
+    ({"backbone_weights": ["a.safetensors", "b.safetensors"], "ensemble": 3}, "ensemble of 2, but ensemble=3"),
+])
+def test_bad_lists_of_weights_files_are_one_clear_error(params, message):
+    with pytest.raises(ConfigError, match=message):
+        create("padim", **params)

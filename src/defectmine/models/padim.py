@@ -44,7 +44,10 @@ class PaDiMConfig:
 
     backbone: the frozen encoder: "cnn", "vit_tiny" or a timm name (resnet18, the default, as PaDiM).
     backbone_weights: None (random weights drawn from `seed`: nothing downloaded), "pretrained" (timm
-        hub; needs network) or a local weights file, e.g. our self-supervised backbone.safetensors.
+        hub; needs network) or a local weights file, e.g. our self-supervised backbone.safetensors. A
+        list of n files is an ensemble of n encoders, one per file (`ensemble` becomes n; member i also
+        draws its channels with seed + i), e.g. the same pretraining run with n seeds: steadier than any
+        one of them, whose features depend on the pretraining's draw (BENCHMARKS.md, zero labels).
     width: base channel count of the "cnn" / "vit_tiny" encoders (ignored for timm models).
     pretrain_epochs: 0 (the default): the encoder as `backbone_weights` gives it. n > 0: first pretrain it
         self-supervised for n epochs on the normal training images (`defectmine.pretrain`, the library's
@@ -59,7 +62,8 @@ class PaDiMConfig:
         blurs with sigma 4 after a bilinear upsampling).
     tta: test-time augmentation when scoring: image scores and maps are the mean over the four flips.
     ensemble: members (1: one encoder). n > 1 fits n encoders with seeds seed .. seed + n - 1 (other
-        random weights and channels) and scores with the mean of their standardised scores.
+        random weights and channels; or one per `backbone_weights` file) and scores with the mean of
+        their standardised scores.
     score_batch_size: images per batch when fitting and scoring.
     seed: seed of the random encoder weights and of the channel subset.
     device: auto (CUDA when present), cpu or cuda.
@@ -69,7 +73,7 @@ class PaDiMConfig:
     detector_name: ClassVar[str] = "padim"
 
     backbone: str = "resnet18"
-    backbone_weights: str | None = None
+    backbone_weights: str | list[str] | None = None
     width: int = 16
     pretrain_epochs: int = 0
     layers: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -99,6 +103,21 @@ class PaDiMConfig:
             raise ConfigError(f"{name}: ensemble, score_batch_size and width must be >= 1.")
         if self.pretrain_epochs < 0:
             raise ConfigError(f"{name}: pretrain_epochs={self.pretrain_epochs} must be >= 0 (0: no pretraining).")
+        if isinstance(self.backbone_weights, list):
+            self._one_member_per_weights_file()
+
+    def _one_member_per_weights_file(self) -> None:
+        files = self.backbone_weights
+        if not files or not all(isinstance(f, str) and f for f in files):
+            raise ConfigError(f"{self.detector_name}: backbone_weights={files!r} must be a weights file or a non-empty "
+                              'list of them. Fix: e.g. -p \'backbone_weights=["a.safetensors", "b.safetensors"]\'.')
+        if self.ensemble not in (1, len(files)):
+            raise ConfigError(f"{self.detector_name}: {len(files)} backbone_weights files make an ensemble of "
+                              f"{len(files)}, but ensemble={self.ensemble}. Fix: leave ensemble unset.")
+        if len(files) == 1:
+            self.backbone_weights = files[0]
+        else:
+            self.ensemble = len(files)
 
 
 class PositionGaussians(nn.Module):
@@ -159,6 +178,12 @@ class PaDiM(TrainedDetector):
             encoder = build_encoder(cfg.backbone, spec.channels, out_indices=cfg.layers, width=cfg.width,
                                     weights=weights or cfg.backbone_weights)
         return PositionGaussians(encoder, spec, cfg.n_features, cfg.seed)
+
+    def _member_options(self, index: int) -> dict:
+        options = super()._member_options(index)
+        if isinstance(self.config.backbone_weights, list):  # an ensemble over weights files: one each
+            options["backbone_weights"] = self.config.backbone_weights[index]
+        return options
 
     def _fit_one(self, normal: ImageDataset, anomalous: ImageDataset | None = None, *, val: ImageDataset | None = None,
                  on_validation=None):

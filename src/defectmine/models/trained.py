@@ -80,8 +80,12 @@ class TrainedDetector(Detector):
 
     # -- seed ensembles ------------------------------------------------------------------------
     def _member(self, index: int) -> "TrainedDetector":
-        """An unfitted single-network detector: this configuration, seed + index."""
-        return type(self)(**{**self.get_config(), "ensemble": 1, "seed": self.config.seed + index})
+        """An unfitted single-network detector: this configuration with `_member_options(index)`."""
+        return type(self)(**{**self.get_config(), **self._member_options(index)})
+
+    def _member_options(self, index: int) -> dict:
+        """What sets member `index` apart from this configuration: one network, seed + index."""
+        return {"ensemble": 1, "seed": self.config.seed + index}
 
     def _bind_members(self, members: list["TrainedDetector"], standardisers: list[tuple[float, float]]) -> None:
         """Make `members` this detector's ensemble: their networks become ``network_``; what a run reports
