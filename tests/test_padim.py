@@ -178,6 +178,24 @@ def test_a_list_of_weights_files_is_an_ensemble_with_one_member_per_file(tmp_pat
     assert create("padim", backbone_weights=files[:1]).config.backbone_weights == files[0]
 
 
+def test_a_list_of_weights_files_from_the_command_line(synthetic_folder, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from defectmine.cli import app
+    from defectmine.models.registry import load_detector
+
+    files = [_weights_file(tmp_path / f"w{seed}.safetensors", seed) for seed in (10, 11)]
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["fit", "--data", str(synthetic_folder), "--detector", "padim", "--k", "0",
+                                      "--backbone", "cnn", "-p", "width=4", "-p", f"backbone_weights={json.dumps(files)}",
+                                      "--image-size", "32", "--device", "cpu", "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = load_detector(run / "model")
+    assert model.config.ensemble == 2 and len(model.members_) == 2
+
+
 @pytest.mark.parametrize("params, message", [
     ({"backbone_weights": []}, "non-empty list"),
     ({"backbone_weights": ["a.safetensors", 3]}, "non-empty list"),

@@ -171,12 +171,16 @@ class PaDiM(TrainedDetector):
     Config = PaDiMConfig
 
     def _build_network(self, spec: ImageSpec, weights: str | Path | None = None) -> nn.Module:
-        """The encoder (with `weights`, else `backbone_weights`, else random from the seed) and empty Gaussians."""
+        """The encoder (with `weights`, else `backbone_weights`, else random from the seed) and empty Gaussians;
+        with a list of weights files, the first member's (an ensemble's members build their own)."""
         cfg = self.config
+        weights = weights or cfg.backbone_weights
+        if isinstance(weights, list):
+            weights = weights[0]
         with torch.random.fork_rng(devices=[]):  # the random encoder depends on the seed only
             torch.manual_seed(cfg.seed)
             encoder = build_encoder(cfg.backbone, spec.channels, out_indices=cfg.layers, width=cfg.width,
-                                    weights=weights or cfg.backbone_weights)
+                                    weights=weights)
         return PositionGaussians(encoder, spec, cfg.n_features, cfg.seed)
 
     def _member_options(self, index: int) -> dict:
