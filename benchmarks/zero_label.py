@@ -32,6 +32,7 @@ from levers import SSL_WEIGHTS  # noqa: E402  a lever's backbone_weights "ours":
 OWN_SSL_WEIGHTS = "ours_own"  # the same pretraining on the benchmarked set's training images only
 PRETRAIN_SEED = "pretrain_seed"  # a lever option of the benchmark (the pretraining's seed), not of the detector
 SMALL_CNN = {"backbone": "cnn", "width": 8}  # the backbone our pretraining builds, for padim's ssl levers
+GROUP_BY = "group_by"  # a lever option of the benchmark: one detector per value of this record field (meta)
 
 RESULTS = REPO / "benchmarks" / "results" / "zero_label"
 FCDD_RESULTS = REPO / "benchmarks" / "results" / "fcdd"
@@ -96,6 +97,9 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           # the same with other pretraining seeds: how much of padim_ssl_own's lead is one SimSiam run's draw
           **{f"padim_ssl_own_p{seed}": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS,
                                                        PRETRAIN_SEED: seed}, "padim") for seed in (1, 2)},
+          # one padim per ELPV cell type (mono, poly: the dataset's metadata, no defect label), each image
+          # scored by its own type's: how much mixing two kinds of normal cell in one Gaussian costs
+          "padim_by_type": Lever("padim", {GROUP_BY: "cell_type"}, "padim"),
           # the same small CNN pretrained inside the fit, on the normal training images only (30 epochs)
           "padim_pre30": Lever("padim", {**SMALL_CNN, "pretrain_epochs": 30}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
@@ -214,11 +218,8 @@ def run_peer_draem(dataset: str, seed: int, budget: str) -> dict:
     """anomalib's Draem at our draem's epochs of this budget, K = 0 (normal images only): image metrics."""
     import anomalib_peers
     import numpy as np
-    import torch
 
-    from defectmine.core.results import Scores
-    from defectmine.evaluation import image_metrics
-    from defectmine.pipeline import RunConfig, evaluate_scores, prepare_data
+    from defectmine.pipeline import RunConfig, prepare_data
 
     epochs = BUDGETS[budget]["draem"]["epochs"]
     config = RunConfig(data=dataset, k=0, seed=seed, image_size=IMAGE_SIZE, quiet=True)
@@ -230,17 +231,77 @@ def run_peer_draem(dataset: str, seed: int, budget: str) -> dict:
     result = anomalib_peers.run_peer("draem", arrays(data.normal), {"val": arrays(data.val), "test": arrays(data.test)},
                                      seed=seed, epochs=epochs)
     val_scores, test_scores = (np.asarray(result["scores"][name]) for name in ("val", "test"))
+    return _image_row(config, data, val_scores, test_scores, detector=PEER, params={"epochs": epochs}, budget=budget,
+                      fit_seconds=result["fit_seconds"], ms_per_image_b32=result.get("ms_per_image_b32"),
+                      peer_params=result["params"])
+
+
+def _image_row(config, data, val_scores, test_scores, **fields) -> dict:
+    """A row of image metrics from scores of val and test computed outside a run (a peer's, a grouped
+    lever's): max-F1 threshold on val as a run's, F1 at the paper's mean + 1 std of the val normals."""
+    import numpy as np
+    import torch
+
+    from defectmine.core.results import Scores
+    from defectmine.evaluation import image_metrics
+    from defectmine.pipeline import evaluate_scores
+
+    val_scores, test_scores = np.asarray(val_scores), np.asarray(test_scores)
     metrics = evaluate_scores(config, data.val, Scores(val_scores), data.test, Scores(test_scores))
     val_normal = val_scores[data.val.labels == 0]
     return {
-        "dataset": dataset, "detector": PEER, "k": 0, "seed": seed, "params": {"epochs": epochs}, "budget": budget,
+        "dataset": config.data, "k": config.k, "seed": config.seed,
         "auroc": metrics["test"]["auroc"], "auprc": metrics["test"]["auprc"], "f1": metrics["test"]["f1"],
+        "val_auroc": metrics["val"].get("auroc"),
         "f1_mean_std": image_metrics(data.test.labels, test_scores, float(val_normal.mean() + val_normal.std()))["f1"],
-        "maps": {}, "fit_seconds": result["fit_seconds"], "ms_per_image_b32": result.get("ms_per_image_b32"),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "best_epoch": None,
+        "maps": {}, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "best_epoch": None,
         "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "machine": machine_description(),
-        "peer_params": result["params"],
+        **fields,
     }
+
+
+def run_grouped(dataset: str, config_name: str, seed: int, budget: str) -> dict:
+    """A lever with GROUP_BY: one detector per value of that record field among the normal training images,
+    each val and test image scored by its own value's detector (image metrics only)."""
+    import time
+
+    import numpy as np
+
+    from defectmine.data.dataset import ImageDataset
+    from defectmine.pipeline import RunConfig, prepare_data
+    from defectmine.pipeline.steps import create_detector
+
+    lever = LEVERS[config_name]
+    field = lever.options[GROUP_BY]
+    params = {**BUDGETS[budget][lever.detector], **{k: v for k, v in lever.options.items() if k != GROUP_BY}}
+    config = RunConfig(data=dataset, detector=lever.detector, detector_params=params, k=0, seed=seed,
+                       image_size=IMAGE_SIZE, quiet=True)
+    data = prepare_data(config)
+
+    def groups(images) -> np.ndarray:
+        values = [r.meta.get(field) for r in images.records]
+        if None in values:
+            raise SystemExit(f"{config_name}: {dataset}'s records have no {field!r}; run this lever on ELPV only.")
+        return np.array(values)
+
+    train_groups, started = groups(data.normal), time.perf_counter()
+    pixels = data.normal.raw_images()
+    detectors = {value: create_detector(config).fit(ImageDataset.from_tensor(pixels[train_groups == value], data.normal.spec))
+                 for value in sorted(set(train_groups))}
+    fit_seconds = time.perf_counter() - started
+
+    def scores(images) -> np.ndarray:
+        own, out = groups(images), np.zeros(len(images))
+        unseen = sorted(set(own) - set(detectors))
+        if unseen:  # its images would have no detector
+            raise SystemExit(f"{config_name}: {field} {unseen} has no normal training image.")
+        for value, detector in detectors.items():
+            out[own == value] = detector.score(images, maps=False).image[own == value]
+        return out
+
+    return _image_row(config, data, scores(data.val), scores(data.test), detector=config_name, params=params,
+                      budget=budget, fit_seconds=fit_seconds, ms_per_image_b32=None,
+                      groups={str(value): int((train_groups == value).sum()) for value in detectors})
 
 
 def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "smoke") -> dict:
@@ -248,6 +309,8 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
 
     if config_name == PEER:
         return run_peer_draem(dataset, seed, budget)
+    if GROUP_BY in LEVERS.get(config_name, Lever("", {}, "")).options:
+        return run_grouped(dataset, config_name, seed, budget)
     lever = LEVERS.get(config_name, Lever(config_name, {}, config_name))
     detector_name = lever.detector
 
