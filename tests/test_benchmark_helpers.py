@@ -425,6 +425,37 @@ def test_zero_label_lever_line_names_the_pretraining_behind_its_weights_one_run_
         "2), 497 + 207 + 199 s wall on cpu.")
 
 
+def test_zero_label_grouped_lever_fits_one_detector_per_kind_and_needs_the_kind(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import zero_label
+
+    rng = np.random.default_rng(0)
+    rows = ["path,label,split,kind"]
+    for i in range(40):
+        kind, split = "ab"[i % 2], ("train", "train", "train", "val", "test")[i % 5 if i < 30 else 3 + i % 2]
+        label = "anomalous" if i >= 30 else "normal"
+        pixels = rng.integers(40, 60, (32, 32)) + (120 if kind == "b" else 0)
+        if label == "anomalous":
+            pixels[8:16, 8:16] = 255 - pixels[8:16, 8:16]
+        Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{label},{split if label == 'normal' else ('val', 'test')[i % 2]},{kind}")
+    manifest = tmp_path / "kinds.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(zero_label, "IMAGE_SIZE", 32)
+    options = {"backbone": "cnn", "width": 4, "n_features": 8, "quiet": True}
+    monkeypatch.setitem(zero_label.LEVERS, "padim_by_kind",
+                        zero_label.Lever("padim", {zero_label.GROUP_BY: "kind", **options}, "padim"))
+    row = zero_label.run_one(str(manifest), "padim_by_kind", 0, 0)
+    assert row["detector"] == "padim_by_kind" and row["groups"] == {"a": 9, "b": 9}
+    assert 0.0 <= row["auroc"] <= 1.0 and row["val_auroc"] is not None
+    monkeypatch.setitem(zero_label.LEVERS, "padim_by_line",
+                        zero_label.Lever("padim", {zero_label.GROUP_BY: "line", **options}, "padim"))
+    with pytest.raises(SystemExit, match="records have no 'line'"):
+        zero_label.run_one(str(manifest), "padim_by_line", 0, 0)
+
+
 def test_zero_label_replaced_budget_stays_out_of_the_targets_and_sits_beside_its_replacement():
     import zero_label
 
