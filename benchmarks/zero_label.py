@@ -100,6 +100,12 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           # one padim per ELPV cell type (mono, poly: the dataset's metadata, no defect label), each image
           # scored by its own type's: how much mixing two kinds of normal cell in one Gaussian costs
           "padim_by_type": Lever("padim", {GROUP_BY: "cell_type"}, "padim"),
+          # ELPV's own pretrainings (seeds 0, 1, 2) as one ensemble, alone and one per cell type
+          "padim_ssl_own_ens3": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS,
+                                                PRETRAIN_SEED: [0, 1, 2]}, "padim"),
+          "padim_by_type_ssl_own_ens3": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS,
+                                                        PRETRAIN_SEED: [0, 1, 2], GROUP_BY: "cell_type"},
+                                              "padim_by_type"),
           # the same small CNN pretrained inside the fit, on the normal training images only (30 epochs)
           "padim_pre30": Lever("padim", {**SMALL_CNN, "pretrain_epochs": 30}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
@@ -273,8 +279,9 @@ def run_grouped(dataset: str, config_name: str, seed: int, budget: str) -> dict:
 
     lever = LEVERS[config_name]
     field = lever.options[GROUP_BY]
-    params = {**BUDGETS[budget][lever.detector], **{k: v for k, v in lever.options.items() if k != GROUP_BY}}
-    config = RunConfig(data=dataset, detector=lever.detector, detector_params=params, k=0, seed=seed,
+    params = {**BUDGETS[budget][lever.detector], **lever.options}
+    fit_params, pretraining = _with_weights(dataset, params)
+    config = RunConfig(data=dataset, detector=lever.detector, detector_params=fit_params, k=0, seed=seed,
                        image_size=IMAGE_SIZE, quiet=True)
     data = prepare_data(config)
 
@@ -301,7 +308,26 @@ def run_grouped(dataset: str, config_name: str, seed: int, budget: str) -> dict:
 
     return _image_row(config, data, scores(data.val), scores(data.test), detector=config_name, params=params,
                       budget=budget, fit_seconds=fit_seconds, ms_per_image_b32=None,
-                      groups={str(value): int((train_groups == value).sum()) for value in detectors})
+                      groups={str(value): int((train_groups == value).sum()) for value in detectors},
+                      **({"pretraining": pretraining} if pretraining else {}))
+
+
+def _with_weights(dataset: str, params: dict) -> tuple[dict, dict | list[dict] | None]:
+    """(the detector's options, the pretraining behind its weights): a lever's backbone_weights "ours" or
+    "ours_own" becomes our self-supervised weights file (pretrained once into runs/bench/; with a list of
+    PRETRAIN_SEED, one file per seed, padim's ensemble over them); benchmark-only options are dropped."""
+    fit_params = {k: v for k, v in params.items() if k not in (PRETRAIN_SEED, GROUP_BY)}
+    if params.get("backbone_weights") not in (SSL_WEIGHTS, OWN_SSL_WEIGHTS):
+        return fit_params, None
+    from levers import DATASETS, pretraining_info, ssl_weights
+
+    sets = DATASETS if params["backbone_weights"] == SSL_WEIGHTS else (dataset,)
+    seeds = params.get(PRETRAIN_SEED, 0)
+    weights = [ssl_weights({"width": params["width"]}, IMAGE_SIZE, datasets=sets, seed=s)
+               for s in (seeds if isinstance(seeds, list) else [seeds])]
+    fit_params["backbone_weights"] = weights if isinstance(seeds, list) else weights[0]
+    pretraining = [pretraining_info(w) for w in weights]
+    return fit_params, pretraining if isinstance(seeds, list) else pretraining[0]
 
 
 def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "smoke") -> dict:
@@ -319,17 +345,7 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
     from defectmine.pipeline import RunConfig, fit_run, prepare_data
 
     params = {**BUDGETS[budget][detector_name], **lever.options, **(LABELLED_PARAMS.get(detector_name, {}) if k else {})}
-    fit_params, pretraining = {k: v for k, v in params.items() if k != PRETRAIN_SEED}, None
-    if params.get("backbone_weights") in (SSL_WEIGHTS, OWN_SSL_WEIGHTS):  # pretrained once into runs/bench/
-        from levers import DATASETS, pretraining_info, ssl_weights
-
-        sets = DATASETS if params["backbone_weights"] == SSL_WEIGHTS else (dataset,)
-        seeds = params.get(PRETRAIN_SEED, 0)  # a list: one pretraining per seed, padim's ensemble over them
-        weights = [ssl_weights({"width": params["width"]}, IMAGE_SIZE, datasets=sets, seed=s)
-                   for s in (seeds if isinstance(seeds, list) else [seeds])]
-        fit_params["backbone_weights"] = weights if isinstance(seeds, list) else weights[0]
-        pretraining = [pretraining_info(w) for w in weights]
-        pretraining = pretraining if isinstance(seeds, list) else pretraining[0]
+    fit_params, pretraining = _with_weights(dataset, params)
     config = RunConfig(data=dataset, detector=detector_name, detector_params=fit_params, k=k,
                        seed=seed, image_size=IMAGE_SIZE, quiet=True)
     result = fit_run(config, REPO / "runs" / "bench" / f"zero-{dataset}-{config_name}-k{k}-s{seed}-{budget}",
