@@ -33,6 +33,7 @@ OWN_SSL_WEIGHTS = "ours_own"  # the same pretraining on the benchmarked set's tr
 PRETRAIN_SEED = "pretrain_seed"  # a lever option of the benchmark (the pretraining's seed), not of the detector
 SMALL_CNN = {"backbone": "cnn", "width": 8}  # the backbone our pretraining builds, for padim's ssl levers
 GROUP_BY = "group_by"  # a lever option of the benchmark: one detector per value of this record field (meta)
+CLUSTERS = "clusters:"  # GROUP_BY "clusters:2": per k-means cluster of the normal images' features (no field)
 
 RESULTS = REPO / "benchmarks" / "results" / "zero_label"
 FCDD_RESULTS = REPO / "benchmarks" / "results" / "fcdd"
@@ -106,6 +107,11 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "padim_by_type_ssl_own_ens3": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS,
                                                         PRETRAIN_SEED: [0, 1, 2], GROUP_BY: "cell_type"},
                                               "padim_by_type"),
+          # the same without the cell type: two k-means clusters of the normal cells' features (averaged over
+          # positions, the three members' side by side), each image scored by its cluster's padim
+          "padim_clusters2_ssl_own_ens3": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS,
+                                                          PRETRAIN_SEED: [0, 1, 2], GROUP_BY: CLUSTERS + "2"},
+                                                "padim_ssl_own_ens3"),
           # the same small CNN pretrained inside the fit, on the normal training images only (30 epochs)
           "padim_pre30": Lever("padim", {**SMALL_CNN, "pretrain_epochs": 30}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
@@ -291,7 +297,11 @@ def run_grouped(dataset: str, config_name: str, seed: int, budget: str) -> dict:
             raise SystemExit(f"{config_name}: {dataset}'s records have no {field!r}; run this lever on ELPV only.")
         return np.array(values)
 
-    train_groups, started = groups(data.normal), time.perf_counter()
+    started = time.perf_counter()
+    if field.startswith(CLUSTERS):  # label-free: k-means on the features of one detector fitted on them all
+        groups = _feature_clusters(create_detector(config).fit(data.normal), data.normal,
+                                   int(field.removeprefix(CLUSTERS)), seed)
+    train_groups = groups(data.normal)
     pixels = data.normal.raw_images()
     detectors = {value: create_detector(config).fit(ImageDataset.from_tensor(pixels[train_groups == value], data.normal.spec))
                  for value in sorted(set(train_groups))}
@@ -310,6 +320,27 @@ def run_grouped(dataset: str, config_name: str, seed: int, budget: str) -> dict:
                       budget=budget, fit_seconds=fit_seconds, ms_per_image_b32=None,
                       groups={str(value): int((train_groups == value).sum()) for value in detectors},
                       **({"pretraining": pretraining} if pretraining else {}))
+
+
+def _feature_clusters(detector, normal, n_clusters: int, seed: int):
+    """A function from images to their cluster ("cluster0", ...): k-means (standardised features, fitted on
+    `normal`) on each image's features averaged over positions, every ensemble member's side by side."""
+    import numpy as np
+    import torch
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import StandardScaler
+
+    def pooled(images) -> np.ndarray:
+        parts = []
+        with torch.no_grad():
+            for member in detector.members_ or [detector]:
+                batches = member._normalised_batches(images.raw_images())
+                parts.append(torch.cat([member.network_.features(b).mean(1).cpu() for b in batches]).numpy())
+        return np.concatenate(parts, axis=1)
+
+    scaler = StandardScaler().fit(pooled(normal))
+    kmeans = KMeans(n_clusters, n_init=10, random_state=seed).fit(scaler.transform(pooled(normal)))
+    return lambda images: np.array([f"cluster{c}" for c in kmeans.predict(scaler.transform(pooled(images)))])
 
 
 def _with_weights(dataset: str, params: dict) -> tuple[dict, dict | list[dict] | None]:

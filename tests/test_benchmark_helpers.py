@@ -450,6 +450,10 @@ def test_zero_label_grouped_lever_fits_one_detector_per_kind_and_needs_the_kind(
     row = zero_label.run_one(str(manifest), "padim_by_kind", 0, 0)
     assert row["detector"] == "padim_by_kind" and row["groups"] == {"a": 9, "b": 9}
     assert 0.0 <= row["auroc"] <= 1.0 and row["val_auroc"] is not None
+    monkeypatch.setitem(zero_label.LEVERS, "padim_clusters2",
+                        zero_label.Lever("padim", {zero_label.GROUP_BY: zero_label.CLUSTERS + "2", **options}, "padim"))
+    clustered = zero_label.run_one(str(manifest), "padim_clusters2", 0, 0)  # no field: the kinds are found
+    assert sorted(clustered["groups"].values()) == [9, 9] and set(clustered["groups"]) == {"cluster0", "cluster1"}
     monkeypatch.setitem(zero_label.LEVERS, "padim_by_line",
                         zero_label.Lever("padim", {zero_label.GROUP_BY: "line", **options}, "padim"))
     with pytest.raises(SystemExit, match="records have no 'line'"):
