@@ -112,6 +112,10 @@ LEVERS = {"draem_src0": Lever("draem", {"source_ops": 0}, "draem"),
           "padim_clusters2_ssl_own_ens3": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS,
                                                           PRETRAIN_SEED: [0, 1, 2], GROUP_BY: CLUSTERS + "2"},
                                                 "padim_ssl_own_ens3"),
+          # the same with another set of three pretrainings (seeds 3, 4, 5): whether the gain is that set's draw
+          "padim_clusters2_ssl_own_ens3_p345": Lever("padim", {**SMALL_CNN, "backbone_weights": OWN_SSL_WEIGHTS,
+                                                               PRETRAIN_SEED: [3, 4, 5], GROUP_BY: CLUSTERS + "2"},
+                                                     "padim"),
           # the same small CNN pretrained inside the fit, on the normal training images only (30 epochs)
           "padim_pre30": Lever("padim", {**SMALL_CNN, "pretrain_epochs": 30}, "padim")}
 # anomalib's Draem at our draem's epochs: `--configs anomalib_draem:0`, run with the benchmark venv's python
