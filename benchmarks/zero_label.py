@@ -283,7 +283,6 @@ def run_grouped(dataset: str, config_name: str, seed: int, budget: str) -> dict:
 
     import numpy as np
 
-    from defectmine.data.dataset import ImageDataset
     from defectmine.pipeline import RunConfig, prepare_data
     from defectmine.pipeline.steps import create_detector
 
@@ -306,8 +305,7 @@ def run_grouped(dataset: str, config_name: str, seed: int, budget: str) -> dict:
         groups = _feature_clusters(create_detector(config).fit(data.normal), data.normal,
                                    int(field.removeprefix(CLUSTERS)), seed)
     train_groups = groups(data.normal)
-    pixels = data.normal.raw_images()
-    detectors = {value: create_detector(config).fit(ImageDataset.from_tensor(pixels[train_groups == value], data.normal.spec))
+    detectors = {value: create_detector(config).fit(data.normal.subset(np.flatnonzero(train_groups == value)))
                  for value in sorted(set(train_groups))}
     fit_seconds = time.perf_counter() - started
 
@@ -316,8 +314,10 @@ def run_grouped(dataset: str, config_name: str, seed: int, budget: str) -> dict:
         unseen = sorted(set(own) - set(detectors))
         if unseen:  # its images would have no detector
             raise SystemExit(f"{config_name}: {field} {unseen} has no normal training image.")
-        for value, detector in detectors.items():
-            out[own == value] = detector.score(images, maps=False).image[own == value]
+        for value, detector in detectors.items():  # each detector scores its own group's images only
+            rows = np.flatnonzero(own == value)
+            if rows.size:
+                out[rows] = detector.score(images.subset(rows), maps=False).image
         return out
 
     return _image_row(config, data, scores(data.val), scores(data.test), detector=config_name, params=params,
@@ -337,13 +337,15 @@ def _feature_clusters(detector, normal, n_clusters: int, seed: int):
     def pooled(images) -> np.ndarray:
         parts = []
         with torch.no_grad():
+            pixels = images.raw_images()
             for member in detector.members_ or [detector]:
-                batches = member._normalised_batches(images.raw_images())
+                batches = member._normalised_batches(pixels)
                 parts.append(torch.cat([member.network_.features(b).mean(1).cpu() for b in batches]).numpy())
         return np.concatenate(parts, axis=1)
 
-    scaler = StandardScaler().fit(pooled(normal))
-    kmeans = KMeans(n_clusters, n_init=10, random_state=seed).fit(scaler.transform(pooled(normal)))
+    reference = pooled(normal)
+    scaler = StandardScaler().fit(reference)
+    kmeans = KMeans(n_clusters, n_init=10, random_state=seed).fit(scaler.transform(reference))
     return lambda images: np.array([f"cluster{c}" for c in kmeans.predict(scaler.transform(pooled(images)))])
 
 
@@ -370,9 +372,9 @@ def run_one(dataset: str, config_name: str, k: int, seed: int, budget: str = "sm
 
     if config_name == PEER:
         return run_peer_draem(dataset, seed, budget)
-    if GROUP_BY in LEVERS.get(config_name, Lever("", {}, "")).options:
-        return run_grouped(dataset, config_name, seed, budget)
     lever = LEVERS.get(config_name, Lever(config_name, {}, config_name))
+    if GROUP_BY in lever.options:
+        return run_grouped(dataset, config_name, seed, budget)
     detector_name = lever.detector
 
     from defectmine.evaluation import image_metrics
